@@ -1,0 +1,55 @@
+"""The four roles of the Grading Center and what each may do in the admin.
+
+Groups are created by a migration (`accounts.0001_roles`); later apps add
+their permissions with a migration of their own that calls `roles_sync`.
+"""
+
+STUDY_ADMINISTRATORS = "Study administrators"
+IMAGE_COLLECTORS = "Image collectors"
+GRADERS = "Graders"
+DATA_TEAM = "Data team"
+
+ALL = "all"
+STUDIES_MODELS = ["region", "study", "patient", "image", "imageimport"]
+
+# role -> {app label: {model: [actions]}}; ALL means every permission of the app.
+ROLE_PERMISSIONS: dict[str, dict[str, object]] = {
+    STUDY_ADMINISTRATORS: {"studies": ALL, "auth": {"user": ["view", "add", "change"], "group": ["view"]}},
+    IMAGE_COLLECTORS: {
+        "studies": {
+            "region": ["view"],
+            "study": ["view"],
+            "patient": ["view", "add", "change"],
+            "image": ["view", "add", "change"],
+            "imageimport": ["view", "add"],
+        }
+    },
+    # Graders work only on the grading pages of their studies, not in the studies admin.
+    GRADERS: {},
+    DATA_TEAM: {"studies": {model: ["view"] for model in STUDIES_MODELS}},
+}
+
+
+def roles_sync(apps, schema_editor=None) -> None:
+    """Create the role groups and give each exactly the permissions above."""
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, verbosity=0, apps=apps)
+        app_config.models_module = None
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for role, grants in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        wanted = []
+        for app_label, models in grants.items():
+            permissions = Permission.objects.filter(content_type__app_label=app_label)
+            if models == ALL:
+                wanted += list(permissions)
+                continue
+            for model, actions in models.items():
+                codenames = [f"{action}_{model}" for action in actions]
+                wanted += list(permissions.filter(content_type__model=model, codename__in=codenames))
+        kept = {p.pk for p in group.permissions.all() if p.content_type.app_label not in grants}
+        group.permissions.set(kept | {p.pk for p in wanted})

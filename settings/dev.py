@@ -1,0 +1,6 @@
+"""The embedded run: debug on, SQLite and local files unless told otherwise."""
+
+from .base import *  # noqa: F403
+from .base import env_bool
+
+DEBUG = env_bool("DJANGO_DEBUG", True)

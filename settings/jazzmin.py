@@ -1,0 +1,60 @@
+"""The admin's look: Jazzmin, arranged for staff, graders and the data team.
+
+No CDN: fonts and scripts come from Jazzmin's own static files, so the admin
+works offline.
+"""
+
+JAZZMIN_SETTINGS = {
+    "site_title": "Grading Center",
+    "site_header": "Grading Center",
+    "site_brand": "Grading Center",
+    "welcome_sign": "Grading Center: studies, photos and grades",
+    "copyright": "Grading Center",
+    "search_model": ["studies.Patient", "studies.Study"],
+    "use_google_fonts_cdn": False,
+    "show_ui_builder": False,
+    "related_modal_active": False,
+    "navigation_expanded": True,
+    "topmenu_links": [
+        {"name": "Home", "url": "admin:index"},
+        {"name": "My account", "url": "accounts:profile"},
+    ],
+    "usermenu_links": [
+        {"name": "My account", "url": "accounts:profile", "icon": "fas fa-id-card"},
+    ],
+    # Staff see studies first, then people and background work.
+    "order_with_respect_to": [
+        "studies",
+        "studies.Study",
+        "studies.Patient",
+        "studies.Image",
+        "studies.ImageImport",
+        "studies.Region",
+        "auth",
+        "django_tasks_db",
+    ],
+    "hide_apps": [],
+    "icons": {
+        "auth": "fas fa-users-cog",
+        "auth.user": "fas fa-user",
+        "auth.Group": "fas fa-users",
+        "studies.Region": "fas fa-globe-africa",
+        "studies.Study": "fas fa-folder-open",
+        "studies.Patient": "fas fa-user-injured",
+        "studies.Image": "fas fa-eye",
+        "studies.ImageImport": "fas fa-file-archive",
+        "django_tasks_db.DBTaskResult": "fas fa-tasks",
+    },
+    "default_icon_parents": "fas fa-chevron-circle-right",
+    "default_icon_children": "fas fa-circle",
+    "changeform_format": "single",
+    "changeform_format_overrides": {"auth.user": "collapsible", "auth.group": "vertical_tabs"},
+    "custom_css": "gradingcenter/admin.css",
+}
+
+JAZZMIN_UI_TWEAKS = {
+    "theme": "default",
+    "navbar_small_text": False,
+    "sidebar_nav_small_text": False,
+    "sidebar_nav_flat_style": True,
+}

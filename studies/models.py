@@ -1,0 +1,187 @@
+"""Studies, their patients and the patients' eyelid photos."""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+
+class Region(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    country = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.country})" if self.country else self.name
+
+
+class Study(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="studies")
+    description = models.TextField(blank=True)
+    graders = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="graded_studies",
+        help_text="Users allowed to grade this study.",
+    )
+    masked_codes = models.BooleanField(
+        "mask patient codes",
+        default=True,
+        help_text="Graders see 'Patient 17 of 240' instead of the patient's code.",
+    )
+    randomized_order = models.BooleanField(
+        default=True, help_text="Each grader sees patients and images in an order of their own."
+    )
+    graders_per_patient = models.PositiveSmallIntegerField(
+        "graders wanted per patient",
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(20)],
+    )
+    repeat_share = models.DecimalField(
+        "share shown again for repeat grading",
+        max_digits=3,
+        decimal_places=2,
+        default=Decimal("0.10"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+        help_text="Share of a grader's patients shown again, unannounced, to measure repeatability.",
+    )
+    is_active = models.BooleanField("active", default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "studies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(repeat_share__gte=0) & Q(repeat_share__lte=1),
+                name="study_repeat_share_between_0_and_1",
+            ),
+            models.CheckConstraint(
+                condition=Q(graders_per_patient__gte=1), name="study_graders_per_patient_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Patient(models.Model):
+    class Sex(models.TextChoices):
+        FEMALE = "F", "Female"
+        MALE = "M", "Male"
+        OTHER = "O", "Other"
+        UNKNOWN = "U", "Unknown"
+
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="patients")
+    code = models.CharField(max_length=64, help_text="The field team's code, unique within the study.")
+    age_years = models.PositiveSmallIntegerField(
+        "age (years)", null=True, blank=True, validators=[MaxValueValidator(130)]
+    )
+    sex = models.CharField(max_length=1, choices=Sex.choices, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["study", "code"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "code"], name="patient_code_unique_in_study"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.study})"
+
+
+class Eye(models.TextChoices):
+    RIGHT = "R", "Right"
+    LEFT = "L", "Left"
+    UNKNOWN = "U", "Unknown"
+
+
+class Image(models.Model):
+    """One photo of one eye. The stored file has EXIF orientation applied and no EXIF left."""
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="images")
+    # Copied from the patient so the database can refuse the same file twice in a study.
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="images", editable=False)
+    eye = models.CharField(max_length=1, choices=Eye.choices, default=Eye.UNKNOWN)
+    file = models.FileField(max_length=255)
+    thumbnail = models.FileField(max_length=255)
+    sha256 = models.CharField(max_length=64, editable=False, help_text="SHA-256 of the file as uploaded.")
+    width = models.PositiveIntegerField(editable=False)
+    height = models.PositiveIntegerField(editable=False)
+    bytes = models.PositiveBigIntegerField("size (bytes)", editable=False)
+    original_name = models.CharField(max_length=255, editable=False)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["patient", "eye", "uploaded_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "sha256"], name="image_file_unique_in_study"),
+        ]
+        indexes = [
+            models.Index(fields=["file"], name="image_file_key"),
+            models.Index(fields=["thumbnail"], name="image_thumbnail_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient.code} {self.get_eye_display().lower()} eye #{self.pk}"
+
+
+class ImageImport(models.Model):
+    """A field day's photos, uploaded in parts and then checked and stored in the background."""
+
+    class Source(models.TextChoices):
+        ZIP = "zip", "ZIP file"
+        FOLDER = "folder", "Folder"
+
+    class Status(models.TextChoices):
+        UPLOADING = "uploading", "Uploading"
+        QUEUED = "queued", "Waiting to be processed"
+        CHECKING = "checking", "Checking files"
+        STORING = "storing", "Storing files"
+        DONE = "done", "Done"
+        FAILED = "failed", "Refused"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="imports")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.UPLOADING)
+    # The uploaded files: [{"path": "P001/R/a.jpg", "size": 123, "parts": 1}, ...]
+    manifest = models.JSONField(default=list, editable=False)
+    bytes_expected = models.PositiveBigIntegerField(default=0)
+    files_total = models.PositiveIntegerField(default=0)
+    files_done = models.PositiveIntegerField(default=0)
+    patients_created = models.PositiveIntegerField(default=0)
+    images_created = models.PositiveIntegerField(default=0)
+    # [{"file": "P001/R/a.jpg", "reason": "not an image"}, ...]
+    errors = models.JSONField(default=list, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "field-day import"
+
+    def __str__(self) -> str:
+        return f"Import #{self.pk} into {self.study}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.DONE, self.Status.FAILED}
