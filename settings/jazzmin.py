@@ -10,7 +10,6 @@ JAZZMIN_SETTINGS = {
     "site_brand": "Grading Center",
     "welcome_sign": "Grading Center: studies, photos and grades",
     "copyright": "Grading Center",
-    "search_model": ["studies.Patient", "studies.Study"],
     "use_google_fonts_cdn": False,
     "show_ui_builder": False,
     "related_modal_active": False,

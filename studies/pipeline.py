@@ -236,7 +236,7 @@ def image_prepare(source: BinaryIO, *, name: str, workdir: Path) -> PreparedImag
     orientation = _orientation(picture)
     has_metadata = _jpeg_has_metadata(picture) if image_format == "JPEG" else _other_has_metadata(picture)
     thumbnail = _decode_thumbnail(picture, orientation)
-    picture.close()
+    del picture  # not close(): that would close the caller's file too
     if orientation in (5, 6, 7, 8):
         width, height = height, width
 

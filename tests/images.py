@@ -20,7 +20,9 @@ def jpeg(
     """A JPEG whose left half is `color` and right half dark, so orientation is visible."""
     picture = Image.new("RGB", size, color)
     picture.paste((20, 20, 20 + seed % 200), (size[0] // 2, 0, size[0], size[1]))
-    picture.putpixel((0, 0), (seed % 256, (seed // 256) % 256, 7))
+    # a block whose colour depends on the seed, so every seed gives a different file
+    block = (size[0] // 4, size[1] - 8, size[0] // 4 + 8, size[1])
+    picture.paste(((seed * 37) % 256, (seed * 91) % 256, (seed * 13) % 256), block)
     exif = Image.Exif()
     if orientation:
         exif[ORIENTATION] = orientation

@@ -1,0 +1,95 @@
+"""Fixtures for the browser tests: Debian's Chromium driven by Playwright's sync API.
+
+The app is served by pytest-django's `live_server` (static files through the
+staticfiles handler). Every test gets a fresh browser context; screenshots go
+to `artifacts/screenshots/<test name>-<step>.png` under the project root.
+"""
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Playwright's sync API keeps an event loop running in this thread, and Django
+# refuses database access from a thread with a running loop unless told it is safe.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = PROJECT_ROOT / "artifacts" / "screenshots"
+PASSWORD = "pass-word-123"  # tests.factories.UserFactory's password
+TIMEOUT_MS = 10_000
+
+
+def _chromium_or_skip() -> str:
+    if os.path.exists(CHROMIUM) or shutil.which(CHROMIUM):
+        return CHROMIUM
+    message = f"Chromium is not installed at {CHROMIUM}; install Debian's `chromium` package."
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Browser tests cannot run in CI: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:
+    executable = _chromium_or_skip()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator:
+    """A page in a fresh context (no cookies shared between tests), 1400 x 900."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def screenshot(page, request) -> Callable[[str], Path]:
+    """`screenshot("step")` saves the whole page as artifacts/screenshots/<test>-<step>.png."""
+    test_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_")
+
+    def save(step: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{test_name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', step)}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return save
+
+
+@pytest.fixture
+def admin_login(page, live_server) -> Callable:
+    """Log a user in through the real admin login form; returns the page on the admin index."""
+
+    def login(user, password: str = PASSWORD):
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("input[name=username]", user.username)
+        page.fill("input[name=password]", password)
+        page.click("[type=submit]")
+        page.wait_for_url(f"{live_server.url}/admin/")
+        return page
+
+    return login
