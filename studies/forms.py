@@ -86,7 +86,7 @@ class ImportStartForm(forms.Form):
     """The JSON body that opens a field-day import."""
 
     source = forms.ChoiceField(choices=[("zip", "ZIP file"), ("folder", "Folder")])
-    files = forms.JSONField()
+    files = forms.JSONField(required=False)
 
 
 class ImportPartForm(forms.Form):

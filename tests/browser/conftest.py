@@ -66,18 +66,38 @@ def page(browser) -> Iterator:
         context.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def screenshot_path(test_name: str, step: str) -> Path:
+    clean = [re.sub(r"[^A-Za-z0-9_.-]+", "_", part).strip("_") for part in (test_name, step)]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / f"{clean[0]}-{clean[1]}.png"
+
+
 @pytest.fixture
-def screenshot(page, request) -> Callable[[str], Path]:
-    """`screenshot("step")` saves the whole page as artifacts/screenshots/<test>-<step>.png."""
-    test_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_")
+def screenshot(page, request) -> Iterator[Callable[[str], Path]]:
+    """`screenshot("step")` saves the whole page as artifacts/screenshots/<test>-<step>.png.
+
+    A test that fails leaves `<test>-failed.png` showing where it stopped.
+    """
 
     def save(step: str) -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{test_name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', step)}.png"
+        path = screenshot_path(request.node.name, step)
         page.screenshot(path=str(path), full_page=True)
         return path
 
-    return save
+    yield save
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed and not page.is_closed():
+        try:
+            save("failed")
+        except Exception:  # the failure itself matters more than its picture
+            pass
 
 
 @pytest.fixture

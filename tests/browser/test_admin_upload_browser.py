@@ -65,8 +65,10 @@ def static_failures(page):
     failures: list[str] = []
     page.on(
         "response",
-        lambda response: "/static/" in response.url and response.status >= 400 and failures.append(
-            f"{response.status} {response.url}"
+        lambda response: (
+            "/static/" in response.url
+            and response.status >= 400
+            and failures.append(f"{response.status} {response.url}")
         ),
     )
     page.on("requestfailed", lambda request: "/static/" in request.url and failures.append(request.url))

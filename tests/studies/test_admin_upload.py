@@ -59,7 +59,9 @@ def test_bad_file_refuses_the_batch_with_its_reason(client_for, collector, patie
     url = reverse("admin:studies_patient_change", args=[patient.pk])
     response = client.post(
         url,
-        patient_form(patient.study, code=patient.code, files=[photo("good.jpg", images.jpeg()), photo(name, data)]),
+        patient_form(
+            patient.study, code=patient.code, files=[photo("good.jpg", images.jpeg()), photo(name, data)]
+        ),
     )
     assert response.status_code == 200
     html = response.content.decode()
@@ -105,7 +107,9 @@ def test_duplicate_patient_code_in_a_study_is_refused(client_for, collector, pat
     assert "Patient with this Study and Code already exists" in response.content.decode()
 
 
-def test_deleting_a_photo_on_the_patient_page_removes_its_files(admin_client, stored_images, django_capture_on_commit_callbacks):
+def test_deleting_a_photo_on_the_patient_page_removes_its_files(
+    admin_client, stored_images, django_capture_on_commit_callbacks
+):
     from django.core.files.storage import default_storage
 
     image = stored_images[0]
@@ -113,7 +117,9 @@ def test_deleting_a_photo_on_the_patient_page_removes_its_files(admin_client, st
     data = patient_form(patient.study, code=patient.code)
     data.update({"images-TOTAL_FORMS": "3", "images-INITIAL_FORMS": "3"})
     for n, item in enumerate(patient.images.order_by("eye", "uploaded_at", "id")):
-        data.update({f"images-{n}-id": item.pk, f"images-{n}-patient": patient.pk, f"images-{n}-eye": item.eye})
+        data.update(
+            {f"images-{n}-id": item.pk, f"images-{n}-patient": patient.pk, f"images-{n}-eye": item.eye}
+        )
         if item.pk == image.pk:
             data[f"images-{n}-DELETE"] = "on"
     with django_capture_on_commit_callbacks(execute=True):

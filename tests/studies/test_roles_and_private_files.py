@@ -50,7 +50,10 @@ def test_grader_sees_no_studies_app_on_the_admin_index(client_for, grader):
 def test_image_collector_cannot_delete_a_study(client_for, collector, study):
     client = client_for(collector)
     assert client.get(reverse("admin:studies_study_delete", args=[study.pk])).status_code == 403
-    assert client.post(reverse("admin:studies_study_delete", args=[study.pk]), {"post": "yes"}).status_code == 403
+    assert (
+        client.post(reverse("admin:studies_study_delete", args=[study.pk]), {"post": "yes"}).status_code
+        == 403
+    )
     assert type(study).objects.filter(pk=study.pk).exists()
 
 

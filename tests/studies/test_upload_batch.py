@@ -1,23 +1,14 @@
 """Batches are all-or-nothing: one bad file and nothing is stored, rows or files."""
 
 import io
-import os
-
 import pytest
-from django.conf import settings as django_settings
 from django.core.files.storage import default_storage
 
 from studies.models import Image
 from studies.services import BatchRefused, images_upload
 from tests import images
 from tests.factories import PatientFactory
-
-
-def stored_files() -> set[str]:
-    found = set()
-    for root, _, files in os.walk(django_settings.STORAGES["default"]["OPTIONS"]["location"]):
-        found |= {os.path.join(root, name) for name in files}
-    return found
+from tests.storage import local_files
 
 
 def batch(*items):
@@ -38,7 +29,7 @@ def test_several_files_at_once(patient, collector):
 
 
 def test_one_bad_file_refuses_the_whole_batch_and_lists_every_reason(patient, collector):
-    before = stored_files()
+    before = local_files()
     with pytest.raises(BatchRefused) as refused:
         images_upload(
             patient=patient,
@@ -53,13 +44,15 @@ def test_one_bad_file_refuses_the_whole_batch_and_lists_every_reason(patient, co
         )
     assert [r.file for r in refused.value.refusals] == ["empty.jpg", "notes.jpg"]
     assert Image.objects.count() == 0
-    assert stored_files() == before
+    assert local_files() == before
 
 
 def test_duplicate_in_the_batch_is_refused(patient, collector):
     data = images.jpeg(seed=5)
     with pytest.raises(BatchRefused, match="same file as a.jpg in this upload"):
-        images_upload(patient=patient, files=batch(("a.jpg", data), ("b.jpg", data)), eye="R", uploaded_by=collector)
+        images_upload(
+            patient=patient, files=batch(("a.jpg", data), ("b.jpg", data)), eye="R", uploaded_by=collector
+        )
     assert Image.objects.count() == 0
 
 
@@ -81,7 +74,7 @@ def test_same_file_in_another_study_is_accepted(patient, collector):
 
 
 def test_storage_failure_midway_rolls_back_rows_and_removes_written_files(patient, collector, monkeypatch):
-    before = stored_files()
+    before = local_files()
     real_save = default_storage._wrapped.__class__._save
     calls = {"n": 0}
 
@@ -101,7 +94,7 @@ def test_storage_failure_midway_rolls_back_rows_and_removes_written_files(patien
         )
     assert calls["n"] == 4
     assert Image.objects.count() == 0
-    assert stored_files() == before
+    assert local_files() == before
 
 
 def test_empty_batch_is_refused(patient, collector):

@@ -1,0 +1,277 @@
+"""Importing a whole field day: uploaded in parts, checked and stored in the background, all or nothing."""
+
+import csv
+import io
+import json
+import zipfile
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+from django.urls import reverse
+
+from studies.models import Image, ImageImport, Patient
+from tests import images
+from tests.factories import PatientFactory
+from tests.storage import local_files
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+@pytest.fixture
+def upload(django_capture_on_commit_callbacks):
+    """Drive the import endpoints as the page's script does; return the final status."""
+
+    def run(client, study, files: dict[str, bytes], source="zip", part_bytes=None):
+        return _upload(client, study, files, source, part_bytes, django_capture_on_commit_callbacks)
+
+    return run
+
+
+def _upload(client, study, files, source, part_bytes, capture):
+    start = client.post(
+        reverse("admin:studies_study_import_start", args=[study.pk]),
+        json.dumps({"source": source, "files": [{"path": p, "size": len(d)} for p, d in files.items()]}),
+        content_type="application/json",
+    )
+    assert start.status_code == 201, start.content
+    opened = start.json()
+    size = part_bytes or opened["part_bytes"]
+    for index, data in enumerate(files.values()):
+        for part in range(opened["files"][index]["parts"]):
+            chunk = data[part * size : (part + 1) * size]
+            response = client.post(
+                opened["part_url"],
+                {"file_index": index, "part_index": part, "data": io.BytesIO(chunk)},
+            )
+            assert response.status_code == 200, response.content
+    with capture(execute=True):
+        finish = client.post(opened["finish_url"])
+    assert finish.status_code == 200, finish.content
+    return client.get(opened["status_url"]).json()
+
+
+FIELD_DAY = {
+    "P001/R/a.jpg": images.jpeg(seed=1),
+    "P001/L/b.jpg": images.jpeg(seed=2, gps=True),
+    "P002/R/c.jpg": images.jpeg(seed=3),
+    "P002/U/d.jpg": images.jpeg(seed=4),
+}
+
+
+@pytest.fixture
+def importer(client_for, collector):
+    return client_for(collector)
+
+
+def test_zip_in_folder_layout_creates_patients_and_images(upload, importer, study, settings):
+    settings.IMPORT_PART_BYTES = 1000  # several parts per file
+    PatientFactory(study=study, code="P001")
+    status = upload(importer, study, {"fieldday.zip": zip_of(FIELD_DAY)}, part_bytes=1000)
+    assert status["status"] == "done", status["errors"]
+    assert (status["patients_created"], status["images_created"]) == (1, 4)
+    assert sorted(Patient.objects.filter(study=study).values_list("code", flat=True)) == ["P001", "P002"]
+    eyes = {(i.patient.code, i.eye, i.original_name) for i in Image.objects.select_related("patient")}
+    assert eyes == {
+        ("P001", "R", "P001/R/a.jpg"),
+        ("P001", "L", "P001/L/b.jpg"),
+        ("P002", "R", "P002/R/c.jpg"),
+        ("P002", "U", "P002/U/d.jpg"),
+    }
+    # the uploaded parts are gone once the import is done
+    assert default_storage.listdir("imports/")[0] in ([], [str(status["id"])])
+    assert default_storage.listdir(f"imports/{status['id']}/")[1] == []
+
+
+def test_zip_of_a_wrapping_folder_with_junk_is_understood(upload, importer, study):
+    entries = {f"day-2026-11-03/{path}": data for path, data in FIELD_DAY.items()}
+    entries["day-2026-11-03/.DS_Store"] = b"junk"
+    entries["__MACOSX/day-2026-11-03/P001/R/._a.jpg"] = b"junk"
+    status = upload(importer, study, {"day.zip": zip_of(entries)})
+    assert status["status"] == "done", status["errors"]
+    assert status["images_created"] == 4
+
+
+def test_flat_zip_with_a_csv_manifest(upload, importer, study):
+    manifest = io.StringIO()
+    writer = csv.writer(manifest)
+    writer.writerow(["file", "patient_code", "eye"])
+    writer.writerows([["IMG_1.JPG", "TR-9", "R"], ["IMG_2.JPG", "TR-9", "left"], ["IMG_3.JPG", "TR-10", "U"]])
+    entries = {
+        "manifest.csv": manifest.getvalue().encode(),
+        "IMG_1.JPG": images.jpeg(seed=11),
+        "IMG_2.JPG": images.jpeg(seed=12),
+        "IMG_3.JPG": images.jpeg(seed=13),
+    }
+    status = upload(importer, study, {"flat.zip": zip_of(entries)})
+    assert status["status"] == "done", status["errors"]
+    assert sorted(Image.objects.values_list("patient__code", "eye")) == [
+        ("TR-10", "U"),
+        ("TR-9", "L"),
+        ("TR-9", "R"),
+    ]
+
+
+def test_folder_upload_in_folder_layout(upload, importer, study):
+    files = {f"fieldday/{path}": data for path, data in FIELD_DAY.items()}
+    status = upload(importer, study, files, source="folder")
+    assert status["status"] == "done", status["errors"]
+    assert status["images_created"] == 4
+
+
+@pytest.mark.parametrize(
+    ("bad_name", "bad_data", "reason"),
+    [
+        ("../x.jpg", images.jpeg(seed=50), "path leaves the archive's folder"),
+        ("P003/R/notes.jpg", images.text_as_jpeg(), "not an image"),
+        ("P003/R/half.jpg", images.truncated_jpeg(), "truncated"),
+        ("P003/X/a.jpg", images.jpeg(seed=51), "layout"),
+        ("P003/R/again.jpg", FIELD_DAY["P001/R/a.jpg"], "same file as P001/R/a.jpg"),
+    ],
+)
+def test_one_bad_entry_refuses_the_import_and_stores_nothing(
+    upload, importer, study, bad_name, bad_data, reason
+):
+    before = local_files()
+    entries = {**FIELD_DAY, bad_name: bad_data}
+    status = upload(importer, study, {"day.zip": zip_of(entries)})
+    assert status["status"] == "failed"
+    assert any(reason in error["reason"] for error in status["errors"]), status["errors"]
+    assert Image.objects.count() == 0
+    assert Patient.objects.count() == 0
+    assert local_files() == before
+
+
+def test_photo_already_in_the_study_refuses_the_import(upload, importer, study, collector):
+    from studies.services import images_upload
+
+    patient = PatientFactory(study=study, code="P009")
+    images_upload(
+        patient=patient,
+        files=[("a.jpg", io.BytesIO(FIELD_DAY["P002/R/c.jpg"]))],
+        eye="R",
+        uploaded_by=collector,
+    )
+    status = upload(importer, study, {"day.zip": zip_of(FIELD_DAY)})
+    assert status["status"] == "failed"
+    assert "already in this study (patient P009" in status["errors"][0]["reason"]
+    assert Image.objects.count() == 1
+
+
+def test_not_a_zip_is_refused(upload, importer, study):
+    status = upload(importer, study, {"day.zip": b"PK not really"})
+    assert status["status"] == "failed"
+    assert status["errors"] == [{"file": "day.zip", "reason": "not a readable ZIP file"}]
+
+
+def test_manifest_listing_a_missing_file_is_refused(upload, importer, study):
+    entries = {
+        "manifest.csv": b"file,patient_code,eye\nIMG_1.JPG,TR-1,R\nIMG_9.JPG,TR-1,L\n",
+        "IMG_1.JPG": images.jpeg(),
+    }
+    status = upload(importer, study, {"day.zip": zip_of(entries)})
+    assert status["status"] == "failed"
+    assert "IMG_9.JPG is listed but not in the upload" in status["errors"][0]["reason"]
+
+
+def test_start_refuses_bad_requests(importer, study):
+    url = reverse("admin:studies_study_import_start", args=[study.pk])
+    cases = [
+        ({"source": "zip", "files": []}, "No files were chosen"),
+        ({"source": "zip", "files": [{"path": "a.jpg", "size": 3}]}, "exactly one .zip"),
+        (
+            {"source": "folder", "files": [{"path": "../etc/passwd", "size": 3}]},
+            "not a path inside the upload",
+        ),
+        ({"source": "folder", "files": [{"path": "a.jpg", "size": -1}]}, "whole number of bytes"),
+        ({"source": "tape", "files": [{"path": "a.jpg", "size": 1}]}, "Choose a ZIP file or a folder"),
+    ]
+    for body, message in cases:
+        response = importer.post(url, json.dumps(body), content_type="application/json")
+        assert response.status_code == 400
+        assert message in response.json()["error"]
+    assert importer.post(url, "not json", content_type="application/json").status_code == 400
+    assert not ImageImport.objects.exists()
+
+
+def test_oversized_import_is_refused_before_upload(upload, importer, study, settings):
+    settings.IMPORT_MAX_BYTES = 100
+    response = importer.post(
+        reverse("admin:studies_study_import_start", args=[study.pk]),
+        json.dumps({"source": "zip", "files": [{"path": "a.zip", "size": 101}]}),
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert "Split the field day" in response.json()["error"]
+
+
+def test_missing_part_and_wrong_part_size_are_refused(importer, study, settings):
+    settings.IMPORT_PART_BYTES = 10
+    opened = importer.post(
+        reverse("admin:studies_study_import_start", args=[study.pk]),
+        json.dumps({"source": "zip", "files": [{"path": "a.zip", "size": 25}]}),
+        content_type="application/json",
+    ).json()
+    wrong = importer.post(opened["part_url"], {"file_index": 0, "part_index": 0, "data": io.BytesIO(b"123")})
+    assert wrong.status_code == 400 and "10 were expected" in wrong.json()["error"]
+    beyond = importer.post(opened["part_url"], {"file_index": 0, "part_index": 3, "data": io.BytesIO(b"1")})
+    assert beyond.status_code == 400
+    importer.post(opened["part_url"], {"file_index": 0, "part_index": 0, "data": io.BytesIO(b"0123456789")})
+    finish = importer.post(opened["finish_url"])
+    assert finish.status_code == 400
+    assert "missing: a.zip part 1, a.zip part 2" in finish.json()["error"]
+    assert ImageImport.objects.get().status == "uploading"
+
+
+def test_finishing_twice_processes_once(upload, importer, study):
+    status = upload(importer, study, {"day.zip": zip_of(FIELD_DAY)})
+    again = importer.post(reverse("admin:studies_imageimport_finish", args=[status["id"]]))
+    assert again.status_code == 200
+    assert again.json()["status"] == "done"
+    assert Image.objects.count() == 4
+
+
+def test_grader_and_data_team_cannot_import(client_for, grader, data_member, study):
+    url = reverse("admin:studies_study_import_start", args=[study.pk])
+    body = json.dumps({"source": "zip", "files": [{"path": "a.zip", "size": 1}]})
+    assert client_for(grader).post(url, body, content_type="application/json").status_code == 403
+    assert client_for(data_member).post(url, body, content_type="application/json").status_code == 403
+    assert client_for(grader).get(reverse("admin:studies_study_import", args=[study.pk])).status_code == 403
+
+
+def test_another_users_import_cannot_be_fed(client_for, importer, study):
+    from tests.factories import UserFactory
+
+    opened = importer.post(
+        reverse("admin:studies_study_import_start", args=[study.pk]),
+        json.dumps({"source": "zip", "files": [{"path": "a.zip", "size": 1}]}),
+        content_type="application/json",
+    ).json()
+    other = client_for(UserFactory(username="collector2", groups=["Image collectors"]))
+    response = other.post(opened["part_url"], {"file_index": 0, "part_index": 0, "data": io.BytesIO(b"1")})
+    assert response.status_code == 403
+
+
+def test_import_waits_for_the_database_worker(upload, importer, study, settings):
+    settings.TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+    status = upload(importer, study, {"day.zip": zip_of(FIELD_DAY)})
+    assert status["status"] == "queued"
+    assert Image.objects.count() == 0
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)
+    after = importer.get(reverse("admin:studies_imageimport_status", args=[status["id"]])).json()
+    assert after["status"] == "done", after["errors"]
+    assert after["images_created"] == 4
+
+
+def test_import_page_lists_recent_imports(upload, importer, study):
+    status = upload(importer, study, {"day.zip": zip_of(FIELD_DAY)})
+    page = importer.get(reverse("admin:studies_study_import", args=[study.pk]))
+    assert page.status_code == 200
+    assert f"#{status['id']}" in page.content.decode()
+    assert "Done" in page.content.decode()
