@@ -20,9 +20,9 @@ the options `settings/base.py` builds for S3, under a key prefix of its own.
 
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
-import runpy
 import shutil
 import signal
 import socket
@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 START_TIMEOUT_SECONDS = 60
-STOP_TIMEOUT_SECONDS = 5  # weed's own graceful stop waits 15 s for the filer; the data is thrown away
+STOP_TIMEOUT_SECONDS = 3  # weed's own graceful stop waits 15 s for the filer; the data is thrown away
 BUCKET = "gc-test"
 REGION = "us-east-1"
 ACCESS_KEY = "gc-test-access-key"
@@ -317,8 +317,11 @@ def s3_storage_options(s3_server: S3Server) -> dict:
             patch.delenv(name, raising=False)  # the defaults, not a developer's own S3 set-up
         for name, value in environment.items():
             patch.setenv(name, value)
-        base = runpy.run_module("settings.base", run_name="settings._base_for_s3_tests")
-    storage = base["STORAGES"]["default"]
+        # A private copy of the settings module, read afresh: sys.modules is left alone.
+        spec = importlib.util.find_spec("settings.base")
+        base = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(base)
+    storage = base.STORAGES["default"]
     assert storage["BACKEND"] == "storages.backends.s3.S3Storage", storage
     return storage
 

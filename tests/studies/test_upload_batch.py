@@ -1,6 +1,7 @@
 """Batches are all-or-nothing: one bad file and nothing is stored, rows or files."""
 
 import io
+
 import pytest
 from django.core.files.storage import default_storage
 
