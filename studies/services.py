@@ -328,7 +328,10 @@ def image_import_finish(*, image_import: ImageImport) -> ImageImport:
         image_import = ImageImport.objects.select_for_update().get(pk=image_import.pk)
         if image_import.status != ImageImport.Status.UPLOADING:
             return image_import  # finishing twice queues it once
-        _, names = default_storage.listdir(f"imports/{image_import.pk}/")
+        try:
+            _, names = default_storage.listdir(f"imports/{image_import.pk}/")
+        except FileNotFoundError:  # local storage: no part arrived, so no folder
+            names = []
         received = set(names)
         missing = [
             f"{entry['path']} part {part}"

@@ -9,6 +9,19 @@ from tests import images
 from tests.factories import PatientFactory, StudyFactory, UserFactory
 
 
+@pytest.fixture(autouse=True)
+def private_media(settings, tmp_path):
+    """Each test stores its files in a folder of its own."""
+    storages = {**settings.STORAGES}
+    if storages["default"]["BACKEND"] == "studies.storage.PrivateFileSystemStorage":
+        storages["default"] = {
+            **storages["default"],
+            "OPTIONS": {"location": tmp_path / "media", "base_url": "/files/"},
+        }
+        settings.STORAGES = storages
+        settings.MEDIA_ROOT = tmp_path / "media"
+
+
 @pytest.fixture
 def study(db):
     return StudyFactory()

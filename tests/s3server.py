@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 START_TIMEOUT_SECONDS = 60
-STOP_TIMEOUT_SECONDS = 3  # weed's own graceful stop waits 15 s for the filer; the data is thrown away
+STOP_TIMEOUT_SECONDS = 2  # weed's own graceful stop waits 15 s for the filer; the data is thrown away
 BUCKET = "gc-test"
 REGION = "us-east-1"
 ACCESS_KEY = "gc-test-access-key"

@@ -33,7 +33,8 @@ PASSWORD = "pass-word-123"  # tests.factories.UserFactory's password
 TIMEOUT_MS = 10_000
 
 
-def _chromium_or_skip() -> str:
+def chromium_path() -> str:
+    """Debian's Chromium; skip the browser tests without it, or fail them when CI=true."""
     if os.path.exists(CHROMIUM) or shutil.which(CHROMIUM):
         return CHROMIUM
     message = f"Chromium is not installed at {CHROMIUM}; install Debian's `chromium` package."
@@ -44,7 +45,7 @@ def _chromium_or_skip() -> str:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
-    executable = _chromium_or_skip()
+    executable = chromium_path()
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
@@ -88,9 +89,12 @@ def screenshot(page, request) -> Iterator[Callable[[str], Path]]:
 
     def save(step: str) -> Path:
         path = screenshot_path(request.node.name, step)
+        # From the top: Jazzmin's sidebar is sticky and would be drawn wherever the page was scrolled.
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(path), full_page=True)
         return path
 
+    screenshot_path(request.node.name, "failed").unlink(missing_ok=True)  # left by an earlier run
     yield save
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed and not page.is_closed():

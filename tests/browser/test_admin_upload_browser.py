@@ -58,6 +58,17 @@ def assert_theme_loaded(page) -> None:
     assert styles["buttonBackground"] not in (None, "rgba(0, 0, 0, 0)", "rgb(239, 239, 239)"), styles
 
 
+def wait_for_full_progress_bar(page) -> None:
+    """The import's progress bar has finished its CSS transition to 100%."""
+    page.wait_for_function(
+        """() => {
+            const bar = document.getElementById("gc-import-bar");
+            return bar.textContent === "100%"
+                && bar.getBoundingClientRect().width >= bar.parentElement.getBoundingClientRect().width - 1;
+        }"""
+    )
+
+
 @pytest.fixture
 def static_failures(page):
     """Static files the page asked for and did not get."""
@@ -175,6 +186,28 @@ def test_a_batch_with_a_text_file_is_refused_whole(
     assert static_failures == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="upload.js follows the redirect inside its XMLHttpRequest, which consumes the messages, "
+    "then loads the patient's page again without them",
+)
+def test_the_add_page_reports_the_photos_it_stored(page, live_server, admin_login, screenshot, tmp_path):
+    study = StudyFactory(name="Message study")
+    admin_login(study_admin())
+    (photo,) = write_jpegs(tmp_path, 1)
+    page.goto(f"{live_server.url}/admin/studies/patient/add/")
+    page.select_option("#id_study", label=study.name)
+    page.fill("#id_code", "AM-0042")
+    page.set_input_files("input.gc-upload-input", str(photo))
+    page.click("input[name=_continue]")
+    page.wait_for_url(re.compile(r"/admin/studies/patient/\d+/change/$"))
+    page.wait_for_load_state()
+    assert Image.objects.filter(patient__code="AM-0042").count() == 1
+    screenshot("01-after-save")
+    messages = " ".join(page.locator(".alert-success").all_inner_texts())
+    assert "1 photo(s) added to AM-0042." in messages
+
+
 def open_import_page(page, live_server, study):
     page.goto(f"{live_server.url}/admin/studies/study/{study.pk}/change/")
     page.click("#gc-import-link")
@@ -208,6 +241,7 @@ def test_field_day_zip_import(page, live_server, admin_login, screenshot, static
     assert "3 photo(s) stored" in text
     assert "2 new patient(s) created" in text
     assert "alert-success" in report.get_attribute("class")
+    wait_for_full_progress_bar(page)
     screenshot("02-import-done")
 
     image_import = ImageImport.objects.get(study=study)
@@ -246,6 +280,7 @@ def test_field_day_zip_with_a_non_image_imports_nothing(
     assert "P001/R/notes.txt" in text
     assert "not an image" in text
     assert "alert-danger" in report.get_attribute("class")
+    wait_for_full_progress_bar(page)
     screenshot("01-import-refused")
 
     assert ImageImport.objects.get(study=study).status == ImageImport.Status.FAILED

@@ -229,6 +229,17 @@ def test_missing_part_and_wrong_part_size_are_refused(importer, study, settings)
     assert ImageImport.objects.get().status == "uploading"
 
 
+def test_finishing_before_any_part_arrived_is_refused(importer, study):
+    opened = importer.post(
+        reverse("admin:studies_study_import_start", args=[study.pk]),
+        json.dumps({"source": "zip", "files": [{"path": "a.zip", "size": 5}]}),
+        content_type="application/json",
+    ).json()
+    finish = importer.post(opened["finish_url"])
+    assert finish.status_code == 400
+    assert "missing: a.zip part 0" in finish.json()["error"]
+
+
 def test_finishing_twice_processes_once(upload, importer, study):
     status = upload(importer, study, {"day.zip": zip_of(FIELD_DAY)})
     again = importer.post(reverse("admin:studies_imageimport_finish", args=[status["id"]]))
@@ -275,3 +286,24 @@ def test_import_page_lists_recent_imports(upload, importer, study):
     assert page.status_code == 200
     assert f"#{status['id']}" in page.content.decode()
     assert "Done" in page.content.decode()
+
+
+def test_storage_failure_while_storing_leaves_no_rows_and_no_files(upload, importer, study, monkeypatch):
+    from studies.storage import PrivateFileSystemStorage
+
+    real_save = PrivateFileSystemStorage._save
+    calls = {"photos": 0}
+
+    def failing_save(self, name, content):
+        if name.startswith("images/"):
+            calls["photos"] += 1
+            if calls["photos"] == 3:
+                raise OSError("bucket unreachable")
+        return real_save(self, name, content)
+
+    monkeypatch.setattr(PrivateFileSystemStorage, "_save", failing_save)
+    status = upload(importer, study, {"day.zip": zip_of(FIELD_DAY)})
+    assert status["status"] == "failed"
+    assert "bucket unreachable" in status["errors"][0]["reason"]
+    assert Image.objects.count() == 0 and Patient.objects.count() == 0
+    assert not [f for f in local_files() if "/images/" in f or "/thumbnails/" in f]

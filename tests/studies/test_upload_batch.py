@@ -76,7 +76,9 @@ def test_same_file_in_another_study_is_accepted(patient, collector):
 
 def test_storage_failure_midway_rolls_back_rows_and_removes_written_files(patient, collector, monkeypatch):
     before = local_files()
-    real_save = default_storage._wrapped.__class__._save
+    from studies.storage import PrivateFileSystemStorage
+
+    real_save = PrivateFileSystemStorage._save
     calls = {"n": 0}
 
     def failing_save(self, name, content):
@@ -85,7 +87,7 @@ def test_storage_failure_midway_rolls_back_rows_and_removes_written_files(patien
             raise OSError("disk full")
         return real_save(self, name, content)
 
-    monkeypatch.setattr(default_storage._wrapped.__class__, "_save", failing_save)
+    monkeypatch.setattr(PrivateFileSystemStorage, "_save", failing_save)
     with pytest.raises(OSError, match="disk full"):
         images_upload(
             patient=patient,
