@@ -7,9 +7,6 @@ from django.urls import include, path
 
 from studies.views import stored_file
 
-admin.site.site_header = "Grading Center"
-admin.site.site_title = "Grading Center"
-admin.site.index_title = "Grading Center"
 
 
 def healthz(request):

@@ -11,10 +11,16 @@ DATA_TEAM = "Data team"
 
 ALL = "all"
 STUDIES_MODELS = ["region", "study", "patient", "image", "imageimport"]
+GRADING_MODELS = ["gradetype", "gradefield", "gradeoption", "grade", "gradeentry"]
 
-# role -> {app label: {model: [actions]}}; ALL means every permission of the app.
+# role -> {app label: {model: [actions]}}; ALL means every permission of the app. An action
+# with an underscore is a whole codename (a model's own permission, e.g. view_all_grades).
 ROLE_PERMISSIONS: dict[str, dict[str, object]] = {
-    STUDY_ADMINISTRATORS: {"studies": ALL, "auth": {"user": ["view", "add", "change"], "group": ["view"]}},
+    STUDY_ADMINISTRATORS: {
+        "studies": ALL,
+        "grading": ALL,
+        "auth": {"user": ["view", "add", "change"], "group": ["view"]},
+    },
     IMAGE_COLLECTORS: {
         "studies": {
             "region": ["view"],
@@ -24,9 +30,12 @@ ROLE_PERMISSIONS: dict[str, dict[str, object]] = {
             "imageimport": ["view", "add"],
         }
     },
-    # Graders work only on the grading pages of their studies, not in the studies admin.
-    GRADERS: {},
-    DATA_TEAM: {"studies": {model: ["view"] for model in STUDIES_MODELS}},
+    # Graders work on the grading pages of their studies and see only their own grades.
+    GRADERS: {"grading": {"grade": ["view"]}},
+    DATA_TEAM: {
+        "studies": {model: ["view"] for model in STUDIES_MODELS},
+        "grading": {model: ["view"] for model in GRADING_MODELS} | {"grade": ["view", "view_all_grades"]},
+    },
 }
 
 
@@ -49,7 +58,7 @@ def roles_sync(apps, schema_editor=None) -> None:
                 wanted += list(permissions)
                 continue
             for model, actions in models.items():
-                codenames = [f"{action}_{model}" for action in actions]
+                codenames = [action if "_" in action else f"{action}_{model}" for action in actions]
                 wanted += list(permissions.filter(content_type__model=model, codename__in=codenames))
         kept = {p.pk for p in group.permissions.all() if p.content_type.app_label not in grants}
         group.permissions.set(kept | {p.pk for p in wanted})

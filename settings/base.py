@@ -50,7 +50,7 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "jazzmin",
-    "django.contrib.admin",
+    "grading.apps.GradingCenterAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "storages",
     "studies",
+    "grading",
     "accounts",
 ]
 

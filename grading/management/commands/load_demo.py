@@ -12,6 +12,7 @@ from studies.models import Eye, Patient, Region, Study
 from studies.services import images_upload
 
 FIXTURE = Path(settings.BASE_DIR) / "fixtures" / "demo.json"
+GRADE_TYPES = Path(settings.BASE_DIR) / "fixtures" / "grade_types.json"
 
 
 class Command(BaseCommand):
@@ -39,6 +40,7 @@ class Command(BaseCommand):
                 defaults={**demo["study"], "region": region, "created_by": users["studyadmin"]},
             )
             study.graders.add(*[users[s["username"]] for s in demo["users"] if s.get("grades_demo_study")])
+            self._grade_types(study)
         added = 0
         for number, spec in enumerate(demo["patients"]):
             patient, _ = Patient.objects.get_or_create(study=study, code=spec["code"], defaults=spec)
@@ -57,3 +59,13 @@ class Command(BaseCommand):
             f"Demo study {study.name!r}: {study.patients.count()} patients, {added} photos added now. "
             f"Users {', '.join(users)} have the password {demo['password']!r}."
         )
+
+    def _grade_types(self, study: Study) -> None:
+        from grading.models import GradeType
+        from grading.services import grade_types_import
+
+        schemes = json.loads(GRADE_TYPES.read_text())
+        missing = [s for s in schemes if not GradeType.objects.filter(name=s["name"]).exists()]
+        if missing:
+            grade_types_import(data=missing)
+        study.grade_types.add(GradeType.objects.get(name=schemes[0]["name"]))

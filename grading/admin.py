@@ -1,0 +1,270 @@
+"""The grading admin: grade types defined on one page, grades with history, study and patient additions."""
+
+import json
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Prefetch
+from django.http import HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.html import format_html_join
+
+from studies.admin import PatientAdmin, StudyAdmin
+from studies.models import Patient, Study
+
+from . import selectors, services
+from .forms import GradeFieldForm, GradeTypeImportForm, StudyGradingForm
+from .models import Grade, GradeEntry, GradeField, GradeOption, GradeType
+
+
+class GradeFieldInline(admin.StackedInline):
+    model = GradeField
+    form = GradeFieldForm
+    extra = 1
+    fields = [("name", "order", "required"), "help_text", "options_text"]
+    ordering = ["order", "id"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("options")
+
+
+@admin.register(GradeType)
+class GradeTypeAdmin(admin.ModelAdmin):
+    list_display = ["name", "is_active", "field_names", "study_names"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "description"]
+    fields = ["name", "description", "is_active"]
+    inlines = [GradeFieldInline]
+    actions = ["export_json"]
+    change_list_template = "admin/grading/gradetype/change_list.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("fields", "studies")
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not GradeField:
+            return super().save_formset(request, form, formset, change)
+        fields = formset.save()
+        for inline_form in formset.forms:
+            if (
+                inline_form.instance.pk
+                and inline_form.cleaned_data
+                and not inline_form.cleaned_data.get("DELETE")
+            ):
+                try:
+                    services.grade_field_options_set(
+                        grade_field=inline_form.instance, options=inline_form.cleaned_data["options_text"]
+                    )
+                except ValidationError as error:
+                    messages.error(request, " ".join(error.messages))
+        return fields
+
+    @admin.display(description="fields")
+    def field_names(self, grade_type: GradeType) -> str:
+        return ", ".join(f.name for f in grade_type.fields.all())
+
+    @admin.display(description="studies")
+    def study_names(self, grade_type: GradeType) -> str:
+        return ", ".join(s.name for s in grade_type.studies.all()) or "-"
+
+    @admin.action(description="Export as JSON")
+    def export_json(self, request, queryset):
+        data = [
+            selectors.grade_type_as_dict(t)
+            for t in selectors.grade_types_for_export(list(queryset.values_list("pk", flat=True)))
+        ]
+        response = HttpResponse(json.dumps(data, indent=2), content_type="application/json")
+        response["Content-Disposition"] = 'attachment; filename="grade-types.json"'
+        return response
+
+    def get_urls(self):
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="grading_gradetype_import"),
+        ] + super().get_urls()
+
+    def import_view(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = GradeTypeImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                data = json.load(form.cleaned_data["file"])
+                created = services.grade_types_import(data=data)
+            except (ValueError, UnicodeDecodeError):
+                form.add_error("file", "This file is not JSON.")
+            except ValidationError as error:
+                form.add_error("file", error.messages)
+            else:
+                names = ", ".join(t.name for t in created)
+                self.message_user(
+                    request, f"Imported {len(created)} grade type(s): {names}.", messages.SUCCESS
+                )
+                return redirect("admin:grading_gradetype_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import grade types",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/grading/gradetype/import.html", context)
+
+
+@admin.register(GradeField)
+class GradeFieldAdmin(admin.ModelAdmin):
+    list_display = ["name", "grade_type", "order", "required"]
+    list_filter = ["grade_type", "required"]
+    list_select_related = ["grade_type"]
+    search_fields = ["name", "help_text"]
+
+
+@admin.register(GradeOption)
+class GradeOptionAdmin(admin.ModelAdmin):
+    list_display = ["value", "label", "field", "order", "ungradable"]
+    list_filter = ["field__grade_type", "ungradable"]
+    list_select_related = ["field__grade_type"]
+    search_fields = ["value", "label"]
+
+
+def _answers_html(grade: Grade):
+    return format_html_join(
+        " ",
+        '<span class="badge bg-secondary" title="{}">{}={}</span>',
+        (
+            (e.option.label if e.option else "blank", e.field.name, e.option.value if e.option else "-")
+            for e in grade.entries.all()
+        ),
+    )
+
+
+ENTRIES = Prefetch("entries", queryset=GradeEntry.objects.select_related("field", "option"))
+
+
+class CurrentFilter(admin.SimpleListFilter):
+    title = "current or superseded"
+    parameter_name = "current"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Current"), ("no", "Superseded")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(is_current=self.value() == "yes")
+        return queryset
+
+
+@admin.register(Grade)
+class GradeAdmin(admin.ModelAdmin):
+    list_display = [
+        "pk",
+        "patient_code",
+        "study",
+        "grade_type",
+        "grader",
+        "kind",
+        "is_current",
+        "answers",
+        "seconds_spent",
+        "created_at",
+    ]
+    list_display_links = ["pk"]
+    search_fields = ["patient__code", "note"]
+    date_hierarchy = "created_at"
+    readonly_fields = [
+        "patient",
+        "grade_type",
+        "grader",
+        "kind",
+        "is_current",
+        "superseded_by",
+        "answers",
+        "seconds_spent",
+        "note",
+        "created_at",
+    ]
+    fields = readonly_fields
+
+    def get_queryset(self, request):
+        return selectors.grades_visible_to(user=request.user).prefetch_related(ENTRIES)
+
+    def get_list_filter(self, request):
+        filters = [("patient__study", admin.RelatedOnlyFieldListFilter), "grade_type", "kind", CurrentFilter]
+        if request.user.is_superuser or request.user.has_perm("grading.view_all_grades"):
+            filters.insert(1, ("grader", admin.RelatedOnlyFieldListFilter))
+        return filters
+
+    def has_add_permission(self, request):
+        return False  # grades are given on the grading page
+
+    def has_change_permission(self, request, obj=None):
+        return False  # history is kept: a re-grade supersedes, nothing is edited
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="patient", ordering="patient__code")
+    def patient_code(self, grade: Grade) -> str:
+        return grade.patient.code
+
+    @admin.display(description="study", ordering="patient__study__name")
+    def study(self, grade: Grade) -> str:
+        return grade.patient.study.name
+
+    @admin.display(description="answers")
+    def answers(self, grade: Grade):
+        return _answers_html(grade)
+
+
+class GradeHistoryInline(admin.TabularInline):
+    """Every grade of the patient, current and superseded, for those who may see all grades."""
+
+    model = Grade
+    fk_name = "patient"
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "grade history"
+    fields = ["created_at", "grader", "grade_type", "kind", "is_current", "answers", "note"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("grader", "grade_type").prefetch_related(ENTRIES)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser or request.user.has_perm("grading.view_all_grades")
+
+    @admin.display(description="answers")
+    def answers(self, grade: Grade):
+        return _answers_html(grade)
+
+
+admin.site.unregister(Study)
+
+
+@admin.register(Study)
+class GradingStudyAdmin(StudyAdmin):
+    form = StudyGradingForm
+    fieldsets = [
+        *StudyAdmin.fieldsets[:1],
+        ("Grading", {"fields": ["grade_types", *StudyAdmin.fieldsets[1][1]["fields"]]}),
+        *StudyAdmin.fieldsets[2:],
+    ]
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        services.study_grade_types_set(study=form.instance, grade_types=form.cleaned_data["grade_types"])
+
+
+admin.site.unregister(Patient)
+
+
+@admin.register(Patient)
+class GradingPatientAdmin(PatientAdmin):
+    inlines = [*PatientAdmin.inlines, GradeHistoryInline]

@@ -1,0 +1,128 @@
+"""Grade types that administrators define, and the grades graders give.
+
+A grade type (e.g. the WHO simplified trachoma grading system) has fields
+(TF, TI, ...), each with options (present, absent, ungradable). A grade is one
+grader's answer for one patient and one grade type: one entry per field.
+Grades are never overwritten: a re-grade supersedes the old one, which stays.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from studies.models import Patient, Study
+
+
+class GradeType(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField("active", default=True)
+    studies = models.ManyToManyField(
+        Study, blank=True, related_name="grade_types", help_text="Studies graded with this grade type."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class GradeField(models.Model):
+    grade_type = models.ForeignKey(GradeType, on_delete=models.CASCADE, related_name="fields")
+    name = models.CharField(max_length=100, help_text="The exported column name, e.g. TF.")
+    help_text = models.TextField(blank=True, help_text="The definition graders see beside the field.")
+    order = models.PositiveSmallIntegerField(default=0)
+    required = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["grade_type", "order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["grade_type", "name"], name="grade_field_name_unique_in_type"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.grade_type.name}: {self.name}"
+
+
+class GradeOption(models.Model):
+    field = models.ForeignKey(GradeField, on_delete=models.CASCADE, related_name="options")
+    value = models.CharField(max_length=50, help_text="The exported code, e.g. TF or 1.")
+    label = models.CharField(max_length=200)
+    order = models.PositiveSmallIntegerField(default=0)
+    ungradable = models.BooleanField(
+        default=False, help_text="Choosing this says the photo cannot be graded for this field."
+    )
+
+    class Meta:
+        ordering = ["field", "order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["field", "value"], name="grade_option_value_unique_in_field"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class Grade(models.Model):
+    class Kind(models.TextChoices):
+        REGULAR = "regular", "Regular"
+        REPEAT = "repeat", "Repeat (repeatability)"
+        ADJUDICATION = "adjudication", "Adjudication"
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="grades")
+    grade_type = models.ForeignKey(GradeType, on_delete=models.PROTECT, related_name="grades")
+    grader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="grades")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    seconds_spent = models.PositiveIntegerField(default=0)
+    note = models.TextField(blank=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.REGULAR)
+    is_current = models.BooleanField(default=True, editable=False)
+    superseded_by = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="supersedes", editable=False
+    )
+    # The grading page's one-time key: the same form submitted twice makes one grade.
+    submission = models.UUIDField(editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("view_all_grades", "Can see every grader's grades")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["grader", "submission", "grade_type"], name="grade_submitted_once"
+            ),
+            models.UniqueConstraint(
+                fields=["patient", "grade_type", "grader", "kind"],
+                condition=Q(is_current=True),
+                name="grade_one_current_per_grader_and_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(is_current=True, superseded_by__isnull=True) | Q(is_current=False),
+                name="grade_current_is_not_superseded",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["grader", "patient"], name="grade_grader_patient"),
+            models.Index(fields=["patient", "kind", "is_current"], name="grade_patient_kind_current"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.grade_type} of {self.patient.code} by {self.grader}"
+
+
+class GradeEntry(models.Model):
+    grade = models.ForeignKey(Grade, on_delete=models.CASCADE, related_name="entries")
+    field = models.ForeignKey(GradeField, on_delete=models.PROTECT, related_name="entries")
+    option = models.ForeignKey(
+        GradeOption, on_delete=models.PROTECT, related_name="entries", null=True, blank=True
+    )
+
+    class Meta:
+        ordering = ["grade", "field__order", "field_id"]
+        verbose_name_plural = "grade entries"
+        constraints = [
+            models.UniqueConstraint(fields=["grade", "field"], name="grade_entry_one_per_field"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.field.name}={self.option.value if self.option else ''}"

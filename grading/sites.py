@@ -1,0 +1,26 @@
+"""The admin site: Django's, plus the graders' pages under /admin/grading/."""
+
+from django.contrib.admin import AdminSite
+from django.urls import path
+
+
+class GradingCenterAdminSite(AdminSite):
+    site_header = "Grading Center"
+    site_title = "Grading Center"
+    index_title = "Grading Center"
+
+    def get_urls(self):
+        from . import views
+
+        wrap = self.admin_view
+        grading = [
+            path("grading/", wrap(views.dashboard), name="grading_dashboard"),
+            path("grading/study/<int:study_id>/", wrap(views.study_queue), name="grading_study"),
+            path("grading/study/<int:study_id>/next/", wrap(views.next_patient), name="grading_next"),
+            path(
+                "grading/study/<int:study_id>/patient/<int:patient_id>/",
+                wrap(views.grade_patient),
+                name="grading_patient",
+            ),
+        ]
+        return grading + super().get_urls()
