@@ -216,6 +216,30 @@ class GradeAdmin(admin.ModelAdmin):
         return _answers_html(grade)
 
 
+@admin.register(GradeEntry)
+class GradeEntryAdmin(admin.ModelAdmin):
+    """Single answers, for those who may see every grade (graders see theirs under Grades)."""
+
+    list_display = ["grade", "field", "option"]
+    list_filter = ["field__grade_type", "field"]
+    list_select_related = ["grade__patient__study", "grade__grade_type", "grade__grader", "field", "option"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser or request.user.has_perm("grading.view_all_grades")
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+
 class GradeHistoryInline(admin.TabularInline):
     """Every grade of the patient, current and superseded, for those who may see all grades."""
 

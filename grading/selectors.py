@@ -95,18 +95,17 @@ def queue_for(*, study: Study, grader: AbstractBaseUser) -> QuerySet[Patient]:
     return GraderOrder.of(study=study, grader=grader).ordered(patients)
 
 
-def repeats_due(*, study: Study, grader: AbstractBaseUser, queue_empty: bool) -> QuerySet[Patient]:
+def repeats_due(*, study: Study, grader: AbstractBaseUser, gap: int = REPEAT_GAP) -> QuerySet[Patient]:
     """Patients this grader graded that come back, unannounced, for a repeat grade.
 
     A share (the study's repeat share) of the grader's patients, chosen by a
-    stable draw, each once, and only after REPEAT_GAP other patients (or at
-    the end, when nothing else is left).
+    stable draw, each once, and only after `gap` other grades by the grader,
+    so that the grader is unlikely to remember the patient.
     """
     share = float(study.repeat_share)
     if share <= 0:
         return Patient.objects.none()
     draw = GraderOrder.of(study=study, grader=grader, purpose="repeat")
-    mine = Grade.objects.filter(patient__study=study, grader=grader, kind=Grade.Kind.REGULAR, is_current=True)
     first_graded = Subquery(
         Grade.objects.filter(patient=OuterRef("pk"), grader=grader, kind=Grade.Kind.REGULAR)
         .order_by("created_at")
@@ -119,19 +118,28 @@ def repeats_due(*, study: Study, grader: AbstractBaseUser, queue_empty: bool) ->
         .filter(_graded_by(grader), ~_graded_by(grader, Grade.Kind.REPEAT))
         .annotate(first_graded_at=first_graded)
     )
-    if not queue_empty:
-        cutoff = mine.order_by("-created_at").values_list("created_at", flat=True)[
-            REPEAT_GAP : REPEAT_GAP + 1
-        ]
-        patients = patients.filter(first_graded_at__lte=Subquery(cutoff))
+    if gap:
+        recent = (
+            Grade.objects.filter(patient__study=study, grader=grader)
+            .order_by("-created_at")
+            .values_list("created_at", flat=True)[gap : gap + 1]
+        )
+        patients = patients.filter(first_graded_at__lte=Subquery(recent))
     return patients.order_by("first_graded_at", "pk")
 
 
 def next_patient_for(*, study: Study, grader: AbstractBaseUser) -> Patient | None:
-    """The next patient this grader should see: a repeat that is due, else the queue's first."""
+    """The next patient this grader should see: a repeat that is due, else the queue's first.
+
+    When the queue is empty, the remaining repeats come without waiting.
+    """
+    repeat = repeats_due(study=study, grader=grader).first()
+    if repeat is not None:
+        return repeat
     upcoming = queue_for(study=study, grader=grader).first()
-    repeat = repeats_due(study=study, grader=grader, queue_empty=upcoming is None).first()
-    return repeat or upcoming
+    if upcoming is not None:
+        return upcoming
+    return repeats_due(study=study, grader=grader, gap=0).first()
 
 
 @dataclass

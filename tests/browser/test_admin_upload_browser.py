@@ -11,9 +11,9 @@ from studies.models import Image, ImageImport, Patient, Region, Study
 from tests import images
 from tests.factories import StudyFactory, UserFactory
 
-# Transactional (the live server runs in another thread); serialized rollback keeps the
-# role groups that the accounts migration creates, which a plain flush would delete.
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+# Transactional: the live server answers from another thread. The role groups are
+# recreated for each test by the `role_groups` fixture of conftest.py.
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def study_admin():
