@@ -144,8 +144,12 @@ def next_patient_for(*, study: Study, grader: AbstractBaseUser) -> Patient | Non
 
 @dataclass
 class Progress:
+    """A grader's progress in a study: patients graded, left, and repeat grades given."""
+
     graded: int
     to_grade: int
+    repeats_done: int = 0
+    repeat_share: float = 0.0
 
     @property
     def total(self) -> int:
@@ -155,18 +159,38 @@ class Progress:
     def percent(self) -> int:
         return round(100 * self.graded / self.total) if self.total else 100
 
+    @property
+    def shown(self) -> int:
+        """Patients shown so far, repeats included: the masked label counts these."""
+        return self.graded + self.repeats_done
+
+    @property
+    def expected_total(self) -> int:
+        """Patients the grader will be shown, repeats included, as the masked label says."""
+        return self.total + max(self.repeats_done, round(self.repeat_share * self.total))
+
 
 def study_progress(*, study: Study, grader: AbstractBaseUser) -> Progress:
     """How many patients this grader has graded in the study, and how many are left."""
     counts = (
         Patient.objects.filter(study=study)
-        .annotate(graders_so_far=_regular_graders(OuterRef("pk")), mine=_graded_by(grader))
+        .annotate(
+            graders_so_far=_regular_graders(OuterRef("pk")),
+            mine=_graded_by(grader),
+            mine_repeat=_graded_by(grader, Grade.Kind.REPEAT),
+        )
         .aggregate(
             graded=Count("pk", filter=Q(mine=True)),
             to_grade=Count("pk", filter=Q(mine=False, graders_so_far__lt=study.graders_per_patient)),
+            repeats=Count("pk", filter=Q(mine_repeat=True)),
         )
     )
-    return Progress(graded=counts["graded"], to_grade=counts["to_grade"])
+    return Progress(
+        graded=counts["graded"],
+        to_grade=counts["to_grade"],
+        repeats_done=counts["repeats"],
+        repeat_share=float(study.repeat_share),
+    )
 
 
 def graded_by_me(*, study: Study, grader: AbstractBaseUser) -> QuerySet[Patient]:

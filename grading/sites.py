@@ -24,3 +24,12 @@ class GradingCenterAdminSite(AdminSite):
             ),
         ]
         return grading + super().get_urls()
+
+    def index(self, request, extra_context=None):
+        """Graders, who have nothing else in the admin, start on their grading dashboard."""
+        from django.shortcuts import redirect
+
+        user = request.user
+        if not user.is_superuser and not user.has_module_perms("studies") and user.graded_studies.exists():
+            return redirect("admin:grading_dashboard")
+        return super().index(request, extra_context)

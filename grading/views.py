@@ -56,7 +56,7 @@ def study_queue(request: HttpRequest, study_id: int) -> HttpResponse:
             title=study.name,
             study=study,
             progress=progress,
-            upcoming=[(progress.graded + number, patient) for number, patient in enumerate(upcoming, 1)],
+            upcoming=[(progress.shown + number, patient) for number, patient in enumerate(upcoming, 1)],
             more_upcoming=max(0, progress.to_grade - len(upcoming)),
             graded=graded,
             graded_numbered=[(graded.start_index() + n, p) for n, p in enumerate(graded.object_list)],
@@ -127,7 +127,7 @@ def grade_patient(request: HttpRequest, study_id: int, patient_id: int) -> HttpR
         label = (
             "Re-grading a patient you graded"
             if regrade
-            else f"Patient {progress.graded + 1} of {progress.total}"
+            else f"Patient {progress.shown + 1} of {progress.expected_total}"
         )
     else:
         label = f"Patient {patient.code}" + (" (re-grade)" if regrade else "")

@@ -155,3 +155,19 @@ def test_images_are_shown_in_an_order_of_the_graders_own(grading_study, graders,
     again = [i.pk for i in selectors.patient_images(patient=patient, grader=graders[0], randomized=True)]
     other = [i.pk for i in selectors.patient_images(patient=patient, grader=graders[1], randomized=True)]
     assert first == again and sorted(first) == sorted(other) and first != other
+
+
+def test_masked_label_counts_on_through_repeats(grading_study, graders, make_patients, client_for):
+    grading_study.repeat_share = "0.5"
+    grading_study.save()
+    make_patients(grading_study, 14)
+    client = client_for(graders[0])
+    labels = []
+    while patient := selectors.next_patient_for(study=grading_study, grader=graders[0]):
+        page = client.get(reverse("admin:grading_patient", args=[grading_study.pk, patient.pk]))
+        labels.append(page.context["label"])
+        submit(grading_study, patient, graders[0])
+    assert Grade.objects.filter(kind="repeat").exists()
+    numbers = [int(label.split()[1]) for label in labels]
+    assert numbers == list(range(1, len(labels) + 1))  # a repeat looks like the next new patient
+    assert all(label.startswith("Patient ") and " of " in label for label in labels)
