@@ -8,7 +8,6 @@ from django.urls import include, path
 from studies.views import stored_file
 
 
-
 def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
 
