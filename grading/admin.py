@@ -284,6 +284,8 @@ class GradingStudyAdmin(StudyAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         services.study_grade_types_set(study=form.instance, grade_types=form.cleaned_data["grade_types"])
+        if change and {"graders_per_patient", "repeat_share"} & set(form.changed_data):
+            services.queues_refresh(study=form.instance)
 
 
 admin.site.unregister(Patient)

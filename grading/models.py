@@ -126,3 +126,55 @@ class GradeEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.field.name}={self.option.value if self.option else ''}"
+
+
+class GraderQueue(models.Model):
+    """One grader's queue of one study: counters kept by grade_submit, so pages never count rows."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="grader_queues")
+    grader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="grader_queues"
+    )
+    # Patients of the study up to this id have an entry; newer ones are added on the next visit.
+    last_patient_id = models.BigIntegerField(default=0)
+    shown = models.PositiveIntegerField(default=0, help_text="Patients graded so far, repeats included.")
+    graded = models.PositiveIntegerField(default=0)
+    pending = models.PositiveIntegerField(default=0)
+    repeats_done = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["study", "grader"], name="grader_queue_one_per_study")]
+
+    def __str__(self) -> str:
+        return f"{self.grader} in {self.study}"
+
+
+class QueueEntry(models.Model):
+    """A patient in a grader's queue, at the grader's own random position."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "To grade"
+        GRADED = "graded", "Graded"
+        CLOSED = "closed", "Has enough graders"
+
+    queue = models.ForeignKey(GraderQueue, on_delete=models.CASCADE, related_name="entries")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="queue_entries")
+    position = models.BigIntegerField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    # Drawn once for repeat grading; pending once graded until the repeat grade is in.
+    repeat_chosen = models.BooleanField(default=False)
+    repeat_pending = models.BooleanField(default=False)
+    shown_number = models.PositiveIntegerField(null=True, blank=True)
+    graded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["queue", "patient"], name="queue_entry_once")]
+        indexes = [
+            models.Index(fields=["queue", "state", "position"], name="queue_entry_next"),
+            models.Index(fields=["queue", "repeat_pending", "shown_number"], name="queue_entry_repeat"),
+            models.Index(fields=["patient", "state"], name="queue_entry_patient_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient.code} in {self.queue}"

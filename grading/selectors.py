@@ -7,15 +7,12 @@ import hashlib
 from dataclasses import dataclass, field
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce, Mod
+from django.db.models import QuerySet
 
 from studies.models import Image, Patient, Study
 
-from .models import Grade, GradeEntry, GradeField, GradeOption, GradeType
+from .models import Grade, GradeEntry, GradeField, GradeOption, GradeType, GraderQueue, QueueEntry
 
-# A prime just under 2**31: keys stay inside 64-bit arithmetic in SQLite and PostgreSQL.
-ORDER_MODULUS = 2_147_483_629
 # A repeat is shown again only after this many other patients, so the grader cannot remember it.
 REPEAT_GAP = 10
 
@@ -25,33 +22,19 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-@dataclass(frozen=True)
-class GraderOrder:
-    """A grader's own stable random order of a study's patients: key = (id * a + b) mod p."""
+def queue_position(*, study: Study, grader: AbstractBaseUser, patient_id: int) -> int:
+    """Where a patient stands in a grader's queue: a random draw of the grader's own, stable.
 
-    multiplier: int
-    offset: int
-    randomized: bool
+    Without randomized order, patients come in the order they were added.
+    """
+    if not study.randomized_order:
+        return patient_id
+    return _seed("order", study.pk, grader.pk, patient_id) >> 1  # fits a signed 64-bit column
 
-    @classmethod
-    def of(cls, *, study: Study, grader: AbstractBaseUser, purpose: str = "order") -> "GraderOrder":
-        seed = _seed(purpose, study.pk, grader.pk)
-        return cls(
-            multiplier=1 + seed % (ORDER_MODULUS - 1),
-            offset=(seed >> 31) % ORDER_MODULUS,
-            randomized=study.randomized_order,
-        )
 
-    def expression(self, id_field: str = "pk"):
-        return Mod(F(id_field) * Value(self.multiplier) + Value(self.offset), Value(ORDER_MODULUS))
-
-    def key(self, patient_id: int) -> int:
-        return (patient_id * self.multiplier + self.offset) % ORDER_MODULUS
-
-    def ordered(self, patients: QuerySet[Patient]) -> QuerySet[Patient]:
-        if not self.randomized:
-            return patients.order_by("code", "pk")
-        return patients.annotate(grading_key=self.expression()).order_by("grading_key", "pk")
+def repeat_drawn(*, study: Study, grader: AbstractBaseUser, patient_id: int) -> bool:
+    """Whether this patient comes back to this grader for a repeat grade (the study's share)."""
+    return _seed("repeat", study.pk, grader.pk, patient_id) % 10_000 < float(study.repeat_share) * 10_000
 
 
 def grader_studies(*, grader: AbstractBaseUser) -> QuerySet[Study]:
@@ -64,82 +47,52 @@ def assigned_study(*, study_id: int, grader: AbstractBaseUser) -> Study | None:
     return Study.objects.filter(pk=study_id, graders=grader, is_active=True).first()
 
 
-def _regular_graders(patient_ref) -> Subquery:
-    return Coalesce(
-        Subquery(
-            Grade.objects.filter(patient=patient_ref, kind=Grade.Kind.REGULAR, is_current=True)
-            .values("patient")
-            .annotate(n=Count("grader", distinct=True))
-            .values("n"),
-            output_field=IntegerField(),
-        ),
-        Value(0),
-    )
+def queue_of(*, study: Study, grader: AbstractBaseUser) -> GraderQueue | None:
+    """The grader's queue of the study as last synced (services.queue_sync keeps it current)."""
+    return GraderQueue.objects.filter(study=study, grader=grader).first()
 
 
-def _graded_by(grader: AbstractBaseUser, kind: str = Grade.Kind.REGULAR) -> Exists:
-    return Exists(Grade.objects.filter(patient=OuterRef("pk"), grader=grader, kind=kind, is_current=True))
+def next_patient_id(*, queue: GraderQueue) -> int | None:
+    """The next patient for this queue's grader: a repeat that is due, else the first to grade.
 
-
-def queue_for(*, study: Study, grader: AbstractBaseUser) -> QuerySet[Patient]:
-    """Patients still to grade by this grader, in the grader's order.
-
-    A patient leaves the queue once the grader has graded it, or once it has
-    the study's "graders wanted" regular grades from distinct graders.
+    A repeat (a share of the grader's patients, drawn once) comes back after
+    REPEAT_GAP other patients, so the grader is unlikely to remember it; when
+    nothing else is left, the remaining repeats come without waiting. Two
+    index lookups, whatever the study's size.
     """
-    patients = (
-        Patient.objects.filter(study=study)
-        .annotate(graders_so_far=_regular_graders(OuterRef("pk")))
-        .filter(~_graded_by(grader), graders_so_far__lt=study.graders_per_patient)
+    repeats = queue.entries.filter(repeat_pending=True).order_by("shown_number")
+    due = (
+        repeats.filter(shown_number__lte=queue.shown - REPEAT_GAP)
+        .values_list("patient_id", flat=True)
+        .first()
     )
-    return GraderOrder.of(study=study, grader=grader).ordered(patients)
-
-
-def repeats_due(*, study: Study, grader: AbstractBaseUser, gap: int = REPEAT_GAP) -> QuerySet[Patient]:
-    """Patients this grader graded that come back, unannounced, for a repeat grade.
-
-    A share (the study's repeat share) of the grader's patients, chosen by a
-    stable draw, each once, and only after `gap` other grades by the grader,
-    so that the grader is unlikely to remember the patient.
-    """
-    share = float(study.repeat_share)
-    if share <= 0:
-        return Patient.objects.none()
-    draw = GraderOrder.of(study=study, grader=grader, purpose="repeat")
-    first_graded = Subquery(
-        Grade.objects.filter(patient=OuterRef("pk"), grader=grader, kind=Grade.Kind.REGULAR)
-        .order_by("created_at")
-        .values("created_at")[:1]
+    if due is not None:
+        return due
+    upcoming = (
+        queue.entries.filter(state=QueueEntry.State.PENDING)
+        .order_by("position")
+        .values_list("patient_id", flat=True)
+        .first()
     )
-    patients = (
-        Patient.objects.filter(study=study)
-        .annotate(repeat_key=draw.expression())
-        .filter(repeat_key__lt=int(share * ORDER_MODULUS))
-        .filter(_graded_by(grader), ~_graded_by(grader, Grade.Kind.REPEAT))
-        .annotate(first_graded_at=first_graded)
-    )
-    if gap:
-        recent = (
-            Grade.objects.filter(patient__study=study, grader=grader)
-            .order_by("-created_at")
-            .values_list("created_at", flat=True)[gap : gap + 1]
-        )
-        patients = patients.filter(first_graded_at__lte=Subquery(recent))
-    return patients.order_by("first_graded_at", "pk")
-
-
-def next_patient_for(*, study: Study, grader: AbstractBaseUser) -> Patient | None:
-    """The next patient this grader should see: a repeat that is due, else the queue's first.
-
-    When the queue is empty, the remaining repeats come without waiting.
-    """
-    repeat = repeats_due(study=study, grader=grader).first()
-    if repeat is not None:
-        return repeat
-    upcoming = queue_for(study=study, grader=grader).first()
     if upcoming is not None:
         return upcoming
-    return repeats_due(study=study, grader=grader, gap=0).first()
+    return repeats.values_list("patient_id", flat=True).first()
+
+
+def queue_upcoming(*, queue: GraderQueue, limit: int) -> list[QueueEntry]:
+    """The first patients still to grade, in the grader's order."""
+    return list(
+        queue.entries.filter(state=QueueEntry.State.PENDING)
+        .select_related("patient")
+        .order_by("position")[:limit]
+    )
+
+
+def queue_graded(*, queue: GraderQueue) -> QuerySet[QueueEntry]:
+    """The patients this grader graded, in the order graded."""
+    return (
+        queue.entries.filter(state=QueueEntry.State.GRADED).select_related("patient").order_by("shown_number")
+    )
 
 
 @dataclass
@@ -150,6 +103,15 @@ class Progress:
     to_grade: int
     repeats_done: int = 0
     repeat_share: float = 0.0
+
+    @classmethod
+    def of(cls, queue: GraderQueue, study: Study) -> "Progress":
+        return cls(
+            graded=queue.graded,
+            to_grade=queue.pending,
+            repeats_done=queue.repeats_done,
+            repeat_share=float(study.repeat_share),
+        )
 
     @property
     def total(self) -> int:
@@ -168,49 +130,6 @@ class Progress:
     def expected_total(self) -> int:
         """Patients the grader will be shown, repeats included, as the masked label says."""
         return self.total + max(self.repeats_done, round(self.repeat_share * self.total))
-
-
-def study_progress(*, study: Study, grader: AbstractBaseUser) -> Progress:
-    """How many patients this grader has graded in the study, and how many are left."""
-    counts = (
-        Patient.objects.filter(study=study)
-        .annotate(
-            graders_so_far=_regular_graders(OuterRef("pk")),
-            mine=_graded_by(grader),
-            mine_repeat=_graded_by(grader, Grade.Kind.REPEAT),
-        )
-        .aggregate(
-            graded=Count("pk", filter=Q(mine=True)),
-            to_grade=Count("pk", filter=Q(mine=False, graders_so_far__lt=study.graders_per_patient)),
-            repeats=Count("pk", filter=Q(mine_repeat=True)),
-        )
-    )
-    return Progress(
-        graded=counts["graded"],
-        to_grade=counts["to_grade"],
-        repeats_done=counts["repeats"],
-        repeat_share=float(study.repeat_share),
-    )
-
-
-def graded_by_me(*, study: Study, grader: AbstractBaseUser) -> QuerySet[Patient]:
-    """Patients the grader has graded (regular grades), first graded first, with when."""
-    first = (
-        Grade.objects.filter(patient=OuterRef("pk"), grader=grader, kind=Grade.Kind.REGULAR)
-        .order_by("created_at")
-        .values("created_at")[:1]
-    )
-    last = (
-        Grade.objects.filter(patient=OuterRef("pk"), grader=grader, is_current=True)
-        .order_by("-created_at")
-        .values("created_at")[:1]
-    )
-    return (
-        Patient.objects.filter(study=study)
-        .filter(_graded_by(grader))
-        .annotate(first_graded_at=Subquery(first), last_graded_at=Subquery(last))
-        .order_by("first_graded_at", "pk")
-    )
 
 
 @dataclass

@@ -10,11 +10,14 @@ from collections.abc import Mapping
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from studies.models import Patient, Study
 
 from . import selectors
-from .models import Grade, GradeEntry, GradeField, GradeOption, GradeType
+from .models import Grade, GradeEntry, GradeField, GradeOption, GradeType, GraderQueue, QueueEntry
 
 MAX_SECONDS = 4 * 3600  # a page left open overnight does not count as grading time
 
@@ -22,6 +25,169 @@ MAX_SECONDS = 4 * 3600  # a page left open overnight does not count as grading t
 def answer_key(grade_type_id: int, field_id: int) -> str:
     """The form name of one field's answer on the grading page."""
     return f"answer-{grade_type_id}-{field_id}"
+
+
+def _patients_with_enough_graders(study: Study, patient_ids) -> set[int]:
+    return set(
+        Grade.objects.filter(patient__in=patient_ids, kind=Grade.Kind.REGULAR, is_current=True)
+        .values("patient")
+        .annotate(graders=Count("grader", distinct=True))
+        .filter(graders__gte=study.graders_per_patient)
+        .values_list("patient", flat=True)
+    )
+
+
+def queue_sync(*, study: Study, grader: AbstractBaseUser) -> GraderQueue:
+    """The grader's queue of the study, with every patient of the study in it.
+
+    The first visit places every patient at the grader's own random
+    position; later visits add only patients created since (one indexed
+    query when there are none).
+    """
+    queue, _ = GraderQueue.objects.get_or_create(study=study, grader=grader)
+    if not Patient.objects.filter(study=study, pk__gt=queue.last_patient_id).exists():
+        return queue
+    with transaction.atomic():
+        queue = GraderQueue.objects.select_for_update().get(pk=queue.pk)
+        new = list(
+            Patient.objects.filter(study=study, pk__gt=queue.last_patient_id)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if not new:
+            return queue
+        mine = set(
+            Grade.objects.filter(
+                patient__in=new, grader=grader, kind=Grade.Kind.REGULAR, is_current=True
+            ).values_list("patient", flat=True)
+        )
+        full = _patients_with_enough_graders(study, new)
+        entries = []
+        for patient_id in new:
+            chosen = selectors.repeat_drawn(study=study, grader=grader, patient_id=patient_id)
+            if patient_id in mine:
+                state = QueueEntry.State.GRADED
+            elif patient_id in full:
+                state = QueueEntry.State.CLOSED
+            else:
+                state = QueueEntry.State.PENDING
+            entry = QueueEntry(
+                queue=queue,
+                patient_id=patient_id,
+                position=selectors.queue_position(study=study, grader=grader, patient_id=patient_id),
+                state=state,
+                repeat_chosen=chosen,
+            )
+            if state == QueueEntry.State.GRADED:  # graded before the queue existed
+                queue.shown += 1
+                entry.shown_number = queue.shown
+            entries.append(entry)
+        QueueEntry.objects.bulk_create(entries, batch_size=2000)
+        queue.last_patient_id = new[-1]
+        queue.pending += sum(entry.state == QueueEntry.State.PENDING for entry in entries)
+        queue.graded += sum(entry.state == QueueEntry.State.GRADED for entry in entries)
+        queue.save(update_fields=["last_patient_id", "pending", "graded", "shown", "updated_at"])
+    return queue
+
+
+def _queue_entry_locked(*, study: Study, patient: Patient, grader: AbstractBaseUser) -> QueueEntry:
+    """The patient's entry in the grader's queue, locked with its queue, with the patient's grader count."""
+    regular_graders = (
+        Grade.objects.filter(patient=OuterRef("patient"), kind=Grade.Kind.REGULAR, is_current=True)
+        .values("patient")
+        .annotate(n=Count("grader", distinct=True))
+        .values("n")
+    )
+    entries = (
+        QueueEntry.objects.select_for_update()
+        .select_related("queue")
+        .filter(
+            queue__study=study,
+            queue__grader=grader,
+            queue__study__graders=grader,
+            queue__study__is_active=True,
+            patient=patient,
+        )
+        .annotate(regular_graders=Coalesce(Subquery(regular_graders, output_field=IntegerField()), Value(0)))
+    )
+    entry = entries.first()
+    if entry is None:  # not assigned, or the grader's first visit, or a patient added since
+        if not Study.objects.filter(pk=study.pk, graders=grader, is_active=True).exists():
+            raise ValidationError("You are not assigned to grade this study.", code="not_assigned")
+        queue_sync(study=study, grader=grader)
+        entry = entries.get()
+    return entry
+
+
+def _queue_record(*, study: Study, entry: QueueEntry, kind: str) -> None:
+    """Move the patient along the grader's queue after a grade, and out of others' when it has enough."""
+    queue = entry.queue
+    if kind == Grade.Kind.REPEAT:
+        if entry.repeat_pending:
+            QueueEntry.objects.filter(pk=entry.pk).update(repeat_pending=False)
+            GraderQueue.objects.filter(pk=queue.pk).update(
+                repeats_done=F("repeats_done") + 1, shown=F("shown") + 1, updated_at=timezone.now()
+            )
+        return
+    if entry.state == QueueEntry.State.GRADED:
+        return  # a re-grade: the patient keeps its place and its graders
+    QueueEntry.objects.filter(pk=entry.pk).update(
+        state=QueueEntry.State.GRADED,
+        shown_number=queue.shown + 1,
+        graded_at=timezone.now(),
+        repeat_pending=entry.repeat_chosen,
+    )
+    GraderQueue.objects.filter(pk=queue.pk).update(
+        pending=F("pending") - (1 if entry.state == QueueEntry.State.PENDING else 0),
+        graded=F("graded") + 1,
+        shown=F("shown") + 1,
+        updated_at=timezone.now(),
+    )
+    if entry.regular_graders + 1 >= study.graders_per_patient:
+        _queues_close(patient_ids=[entry.patient_id])
+
+
+def _queues_close(*, patient_ids) -> None:
+    """Take patients with enough graders out of the queues of the graders still waiting for them."""
+    waiting = QueueEntry.objects.filter(patient__in=patient_ids, state=QueueEntry.State.PENDING)
+    per_queue = dict(waiting.values("queue").annotate(n=Count("pk")).values_list("queue", "n"))
+    waiting.update(state=QueueEntry.State.CLOSED)
+    for queue_id, count in per_queue.items():
+        GraderQueue.objects.filter(pk=queue_id).update(pending=F("pending") - count)
+
+
+@transaction.atomic
+def queues_refresh(*, study: Study) -> None:
+    """Bring every grader's queue in line with the study's rules after they changed.
+
+    Patients open or close as "graders wanted" moved; the repeat draw follows
+    the repeat share (repeats already given stay).
+    """
+    full = _patients_with_enough_graders(study, Patient.objects.filter(study=study).values("pk"))
+    entries = QueueEntry.objects.filter(queue__study=study)
+    entries.filter(state=QueueEntry.State.PENDING, patient__in=full).update(state=QueueEntry.State.CLOSED)
+    entries.filter(state=QueueEntry.State.CLOSED).exclude(patient__in=full).update(
+        state=QueueEntry.State.PENDING
+    )
+    for queue in GraderQueue.objects.filter(study=study).select_related("grader"):
+        changed = []
+        for entry in queue.entries.only("pk", "patient_id", "repeat_chosen", "repeat_pending", "state"):
+            chosen = selectors.repeat_drawn(study=study, grader=queue.grader, patient_id=entry.patient_id)
+            if chosen != entry.repeat_chosen:
+                entry.repeat_chosen = chosen
+                entry.repeat_pending = (
+                    chosen
+                    and entry.state == QueueEntry.State.GRADED
+                    and not (
+                        Grade.objects.filter(
+                            patient_id=entry.patient_id, grader=queue.grader, kind=Grade.Kind.REPEAT
+                        ).exists()
+                    )
+                )
+                changed.append(entry)
+        QueueEntry.objects.bulk_update(changed, ["repeat_chosen", "repeat_pending"], batch_size=1000)
+        queue.pending = queue.entries.filter(state=QueueEntry.State.PENDING).count()
+        queue.save(update_fields=["pending", "updated_at"])
 
 
 def grade_submit(
@@ -46,14 +212,8 @@ def grade_submit(
     or that is closed, a patient of another study, an unknown field or grade
     type, an option of another field, a missing required field.
     """
-    if not study.is_active or not study.graders.filter(pk=grader.pk).exists():
-        raise ValidationError("You are not assigned to grade this study.", code="not_assigned")
     if patient.study_id != study.pk:
         raise ValidationError("This patient is not in this study.", code="wrong_study")
-    already = list(Grade.objects.filter(grader=grader, submission=submission))
-    if already:
-        return already
-
     forms = selectors.grading_forms(study=study)
     if not forms:
         raise ValidationError("This study has no grade type to grade with yet.", code="no_grade_type")
@@ -87,23 +247,30 @@ def grade_submit(
     if errors:
         raise ValidationError(errors)
 
-    mine = selectors.my_current_answers(patient=patient, grader=grader)["kinds"]
-    if regrade or Grade.Kind.REGULAR not in mine:
-        kind = Grade.Kind.REGULAR
-    else:
-        kind = Grade.Kind.REPEAT
     seconds = max(0, min(int(seconds), MAX_SECONDS))
     try:
         with transaction.atomic():
+            entry = _queue_entry_locked(study=study, patient=patient, grader=grader)
+            if regrade or entry.state != QueueEntry.State.GRADED:
+                kind = Grade.Kind.REGULAR
+            else:
+                kind = Grade.Kind.REPEAT  # shown again by the queue, unannounced
+            may_supersede = kind == Grade.Kind.REPEAT or entry.state == QueueEntry.State.GRADED
             grades = []
             for form in forms:
-                previous = (
-                    Grade.objects.select_for_update()
-                    .filter(
-                        patient=patient, grade_type=form.grade_type, grader=grader, kind=kind, is_current=True
+                previous = None
+                if may_supersede:
+                    previous = (
+                        Grade.objects.select_for_update()
+                        .filter(
+                            patient=patient,
+                            grade_type=form.grade_type,
+                            grader=grader,
+                            kind=kind,
+                            is_current=True,
+                        )
+                        .first()
                     )
-                    .first()
-                )
                 if previous:
                     previous.is_current = False
                     previous.save(update_fields=["is_current"])
@@ -126,9 +293,10 @@ def grade_submit(
                     for f in form.fields
                 )
                 grades.append(grade)
+            _queue_record(study=study, entry=entry, kind=kind)
             return grades
     except IntegrityError:
-        # The same page submitted twice at the same moment: the first one won.
+        # The same page submitted twice: the first submission's grades stand.
         already = list(Grade.objects.filter(grader=grader, submission=submission))
         if already:
             return already

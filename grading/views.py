@@ -32,7 +32,7 @@ def _study_or_403(request: HttpRequest, study_id: int) -> Study:
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     studies = [
-        (study, selectors.study_progress(study=study, grader=request.user))
+        (study, selectors.Progress.of(services.queue_sync(study=study, grader=request.user), study))
         for study in selectors.grader_studies(grader=request.user)
     ]
     return TemplateResponse(
@@ -43,11 +43,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_GET
 def study_queue(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study_or_403(request, study_id)
-    progress = selectors.study_progress(study=study, grader=request.user)
-    upcoming = list(selectors.queue_for(study=study, grader=request.user)[:UPCOMING_SHOWN])
-    graded = Paginator(selectors.graded_by_me(study=study, grader=request.user), 50).get_page(
-        request.GET.get("page")
-    )
+    queue = services.queue_sync(study=study, grader=request.user)
+    progress = selectors.Progress.of(queue, study)
+    upcoming = selectors.queue_upcoming(queue=queue, limit=UPCOMING_SHOWN)
+    graded = Paginator(selectors.queue_graded(queue=queue), 50).get_page(request.GET.get("page"))
     return TemplateResponse(
         request,
         "grading/study.html",
@@ -56,10 +55,10 @@ def study_queue(request: HttpRequest, study_id: int) -> HttpResponse:
             title=study.name,
             study=study,
             progress=progress,
-            upcoming=[(progress.shown + number, patient) for number, patient in enumerate(upcoming, 1)],
+            upcoming=[(progress.shown + number, entry) for number, entry in enumerate(upcoming, 1)],
             more_upcoming=max(0, progress.to_grade - len(upcoming)),
             graded=graded,
-            graded_numbered=[(graded.start_index() + n, p) for n, p in enumerate(graded.object_list)],
+            graded_numbered=[(graded.start_index() + n, entry) for n, entry in enumerate(graded.object_list)],
         ),
     )
 
@@ -67,19 +66,24 @@ def study_queue(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 def next_patient(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study_or_403(request, study_id)
-    patient = selectors.next_patient_for(study=study, grader=request.user)
-    if patient is None:
+    patient_id = selectors.next_patient_id(queue=services.queue_sync(study=study, grader=request.user))
+    if patient_id is None:
         messages.success(request, "You have graded every patient of this study. Thank you!")
         return redirect("admin:grading_study", study_id=study.pk)
-    return redirect("admin:grading_patient", study_id=study.pk, patient_id=patient.pk)
+    return redirect("admin:grading_patient", study_id=study.pk, patient_id=patient_id)
 
 
 @require_http_methods(["GET", "POST"])
 def grade_patient(request: HttpRequest, study_id: int, patient_id: int) -> HttpResponse:
-    study = _study_or_403(request, study_id)
-    patient = Patient.objects.filter(pk=patient_id, study=study).first()
+    patient = (
+        Patient.objects.select_related("study")
+        .filter(pk=patient_id, study_id=study_id, study__graders=request.user, study__is_active=True)
+        .first()
+    )
     if patient is None:
+        _study_or_403(request, study_id)
         raise Http404("No such patient in this study.")
+    study = patient.study
     regrade = request.GET.get("regrade") == "1" or request.POST.get("regrade") == "1"
     errors: dict[str, list[str]] = {}
     answers: dict[str, str] = {}
@@ -115,7 +119,10 @@ def grade_patient(request: HttpRequest, study_id: int, patient_id: int) -> HttpR
         answers = {services.answer_key(gt, f): str(o) for (gt, f), o in mine["answers"].items() if o}
         note = mine["note"]
 
-    progress = selectors.study_progress(study=study, grader=request.user)
+    queue = selectors.queue_of(study=study, grader=request.user) or services.queue_sync(
+        study=study, grader=request.user
+    )
+    progress = selectors.Progress.of(queue, study)
     forms = selectors.grading_forms(study=study)
     for form in forms:
         for field_form in form.fields:

@@ -158,6 +158,9 @@ class PatientAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return selectors.patients_with_counts()
 
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []  # a new patient has no photos or grades yet
+
     def get_readonly_fields(self, request, obj=None):
         # A patient's photos belong to its study; moving it would break duplicate checks.
         return ["study"] if obj is not None else []

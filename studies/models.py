@@ -35,7 +35,9 @@ class Study(models.Model):
         help_text="Graders see 'Patient 17 of 240' instead of the patient's code.",
     )
     randomized_order = models.BooleanField(
-        default=True, help_text="Each grader sees patients and images in an order of their own."
+        default=True,
+        help_text="Each grader sees patients and images in a random order of their own; "
+        "otherwise in the order they were added.",
     )
     graders_per_patient = models.PositiveSmallIntegerField(
         "graders wanted per patient",

@@ -106,22 +106,24 @@ def _orient(picture: PILImage.Image, orientation: int) -> PILImage.Image:
     return picture
 
 
-def _decode_thumbnail(picture: PILImage.Image, orientation: int) -> bytes:
-    """Decode the whole file (in draft mode for JPEG) and return an upright JPEG thumbnail.
-
-    Decoding is the check: Pillow's verify() does not notice a truncated JPEG.
-    """
-    size = settings.IMAGE_THUMBNAIL_SIZE
+def _decoded(picture: PILImage.Image) -> None:
+    """Decode the whole picture: the real check, since Pillow's verify() misses a truncated JPEG."""
     try:
-        # thumbnail() asks a JPEG for draft mode, so libjpeg decodes at 1/2..1/8 scale.
-        picture.thumbnail((size, size), reducing_gap=2.0)
+        picture.load()
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageRefused(f"damaged or truncated image data ({error})") from None
-    small = _orient(picture, orientation)
+
+
+def _thumbnail_bytes(picture: PILImage.Image) -> bytes:
+    """A small upright JPEG of an already decoded, upright picture."""
+    size = settings.IMAGE_THUMBNAIL_SIZE
+    small = picture if picture.width <= size and picture.height <= size else picture.copy()
+    small.thumbnail((size, size), reducing_gap=2.0)
     if small.mode not in ("RGB", "L"):
         if "A" in small.getbands():
+            rgba = small.convert("RGBA")
             background = PILImage.new("RGB", small.size, "white")
-            background.paste(small.convert("RGBA"), mask=small.convert("RGBA").getchannel("A"))
+            background.paste(rgba, mask=rgba.getchannel("A"))
             small = background
         else:
             small = small.convert("RGB")
@@ -188,27 +190,24 @@ def _copy_until_end_of_image(source: BinaryIO, target: BinaryIO) -> None:
     target.write(carry)
 
 
-def _save_reoriented(source: BinaryIO, orientation: int, target: BinaryIO) -> None:
-    source.seek(0)
-    with PILImage.open(source) as picture:
-        picture.load()
-        upright = _orient(picture, orientation)
-        options: dict = {}
-        if picture.info.get("icc_profile"):
-            options["icc_profile"] = picture.info["icc_profile"]
-        if picture.format == "JPEG":
-            # The original's quantisation tables and subsampling: the same visual quality.
-            options["qtables"] = picture.quantization
-            sampling = JpegImagePlugin.get_sampling(picture)
-            if sampling != -1:
-                options["subsampling"] = sampling
-            upright.save(target, "JPEG", **options)
-        elif picture.format == "PNG":
-            upright.save(target, "PNG", **options)
-        elif picture.format == "TIFF":
-            upright.save(target, "TIFF", compression="tiff_lzw", **options)
-        else:
-            upright.save(target, "WEBP", lossless=True, **options)
+def _save_upright(picture: PILImage.Image, upright: PILImage.Image, target: BinaryIO) -> None:
+    """Save the turned picture in its own format, a JPEG with the original's tables and subsampling."""
+    options: dict = {}
+    if picture.info.get("icc_profile"):
+        options["icc_profile"] = picture.info["icc_profile"]
+    if picture.format == "JPEG":
+        # The original's quantisation tables and subsampling: the same visual quality.
+        options["qtables"] = picture.quantization
+        sampling = JpegImagePlugin.get_sampling(picture)
+        if sampling != -1:
+            options["subsampling"] = sampling
+        upright.save(target, "JPEG", **options)
+    elif picture.format == "PNG":
+        upright.save(target, "PNG", **options)
+    elif picture.format == "TIFF":
+        upright.save(target, "TIFF", compression="tiff_lzw", **options)
+    else:
+        upright.save(target, "WEBP", lossless=True, **options)
 
 
 def _other_has_metadata(picture: PILImage.Image) -> bool:
@@ -220,39 +219,61 @@ def _other_has_metadata(picture: PILImage.Image) -> bool:
     )
 
 
+def _path_on_disk(source: BinaryIO, workdir: Path) -> Path | None:
+    """The file behind `source`, if it can be stored as is: an upload's temporary file, or one in workdir."""
+    if hasattr(source, "temporary_file_path"):
+        return Path(source.temporary_file_path())
+    name = getattr(source, "name", None)
+    if isinstance(name, str) and Path(name).parent == workdir and Path(name).is_file():
+        return Path(name)
+    return None
+
+
 def image_prepare(source: BinaryIO, *, name: str, workdir: Path) -> PreparedImage:
     """Check one photo and prepare what to store; raise ImageRefused with the reason.
 
     The stored bytes are the original bytes when the file has no metadata and
     needs no turning; metadata is removed without re-encoding a JPEG; only a
     photo that must be turned is re-encoded, with the original's JPEG tables.
+    The file is decoded once: in draft mode (1/4 or 1/8 scale) for a JPEG
+    that needs no turning, which is both the check and the thumbnail.
     """
     sha256, size = _hash_and_measure(source)
     if size == 0:
         raise ImageRefused("empty file (0 bytes)")
     picture = _open(source)
     image_format = picture.format
-    width, height = picture.size
+    extension = ACCEPTED_FORMATS[image_format]
     orientation = _orientation(picture)
     has_metadata = _jpeg_has_metadata(picture) if image_format == "JPEG" else _other_has_metadata(picture)
-    thumbnail = _decode_thumbnail(picture, orientation)
-    del picture  # not close(): that would close the caller's file too
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
+    stored_path = _path_on_disk(source, workdir)
 
-    extension = ACCEPTED_FORMATS[image_format]
-    fd, stored_name = tempfile.mkstemp(suffix=extension, dir=workdir)
-    stored_path = Path(stored_name)
-    with os.fdopen(fd, "wb") as target:
-        if orientation != 1:
-            _save_reoriented(source, orientation, target)
-        elif has_metadata and image_format == "JPEG":
-            _jpeg_strip_metadata(source, target)
-        elif has_metadata:
-            _save_reoriented(source, 1, target)
-        else:
-            source.seek(0)
-            shutil.copyfileobj(source, target, CHUNK)
+    if orientation != 1 or (has_metadata and image_format != "JPEG"):
+        _decoded(picture)
+        upright = _orient(picture, orientation)
+        fd, stored_name = tempfile.mkstemp(suffix=extension, dir=workdir)
+        with os.fdopen(fd, "wb") as target:
+            _save_upright(picture, upright, target)
+        stored_path = Path(stored_name)
+        thumbnail = _thumbnail_bytes(upright)
+        width, height = upright.size
+    else:
+        width, height = picture.size
+        if image_format == "JPEG":
+            thumbnail_side = settings.IMAGE_THUMBNAIL_SIZE
+            picture.draft(None, (thumbnail_side, thumbnail_side))
+        _decoded(picture)
+        thumbnail = _thumbnail_bytes(picture)
+        if has_metadata or stored_path is None:
+            fd, stored_name = tempfile.mkstemp(suffix=extension, dir=workdir)
+            with os.fdopen(fd, "wb") as target:
+                if has_metadata:
+                    _jpeg_strip_metadata(source, target)
+                else:
+                    source.seek(0)
+                    shutil.copyfileobj(source, target, CHUNK)
+            stored_path = Path(stored_name)
+    del picture, source  # not close(): that would close the caller's file too
     return PreparedImage(
         original_name=os.path.basename(name)[:255] or "unnamed",
         sha256=sha256,

@@ -540,17 +540,22 @@ def image_import_process(*, image_import_id: int) -> ImageImport:
                     refusals.append(Refusal(entry.path, f"patient code {code[:20]!r}... is too long"))
                     continue
                 try:
-                    with tempfile.TemporaryFile(dir=workdir) as extracted:
+                    # A named file in workdir: a photo that needs no change is stored from it as is.
+                    with tempfile.NamedTemporaryFile(dir=workdir, delete=False) as extracted:
                         with entry.open() as source:
                             if not _copy_bounded(source, extracted, settings.IMAGE_MAX_BYTES):
                                 raise ImageRefused(
                                     f"larger than the limit of {megabytes(settings.IMAGE_MAX_BYTES)}"
                                 )
+                        extracted.flush()
                         item = image_prepare(extracted, name=entry.path, workdir=workdir)
+                    if item.stored_path != Path(extracted.name):
+                        Path(extracted.name).unlink()
                     item.original_name = entry.path[:255]
                     prepared.append((code, eye, item))
                 except ImageRefused as refused:
                     refusals.append(Refusal(entry.path, str(refused)))
+                    Path(extracted.name).unlink(missing_ok=True)
                 except (zipfile.BadZipFile, OSError, EOFError) as error:
                     refusals.append(Refusal(entry.path, f"cannot be read from the upload ({error})"))
                 if done % 10 == 0:

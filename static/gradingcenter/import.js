@@ -66,7 +66,17 @@
     }
   }
 
+  async function refreshRecent() {
+    const response = await fetch(window.location.href, { credentials: "same-origin" });
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = page.getElementById("gc-import-recent");
+    if (fresh) $("gc-import-recent").replaceWith(fresh);
+  }
+
   function showFinished(status) {
+    $("gc-import-bar").classList.toggle("bg-success", status.status === "done");
+    $("gc-import-bar").classList.toggle("bg-danger", status.status !== "done");
+    refreshRecent().catch(() => {});
     if (status.status === "done") {
       report(
         "<b>Imported.</b> " + status.images_created + " photo(s) stored, " + status.patients_created +

@@ -6,7 +6,8 @@
     if (!files.length) return "Drop photos here, or click to choose them.";
     let bytes = 0;
     for (const file of files) bytes += file.size;
-    return files.length + " photo(s) chosen, " + (bytes / 1048576).toFixed(1) + " MB";
+    const size = bytes < 1048576 ? Math.ceil(bytes / 1024) + " KB" : (bytes / 1048576).toFixed(1) + " MB";
+    return files.length + " photo(s) chosen, " + size;
   }
 
   function setUpDropZone(input) {
@@ -56,9 +57,10 @@
         text.textContent = percent < 100 ? "Uploading " + input.files.length + " photo(s)…" : "Checking the photos…";
       });
       request.addEventListener("load", () => {
-        if (request.responseURL && request.responseURL.split("#")[0] !== window.location.href.split("#")[0]) {
-          window.location.assign(request.responseURL);
-          return;
+        // The request followed the redirect itself and holds the page with its messages:
+        // show that page under its own address instead of loading it again.
+        if (request.responseURL && request.responseURL !== window.location.href) {
+          window.history.replaceState(null, "", request.responseURL);
         }
         document.open();
         document.write(request.responseText);

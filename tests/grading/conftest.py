@@ -68,3 +68,21 @@ def submit(study, patient, grader, choice="0", regrade=False, submission=None, *
         note=extra.pop("note", ""),
         regrade=regrade,
     )
+
+
+def queue_order(study, grader) -> list[int]:
+    """The patients still to grade by this grader, in the grader's order."""
+    queue = services.queue_sync(study=study, grader=grader)
+    return [entry.patient_id for entry in selectors.queue_upcoming(queue=queue, limit=10**6)]
+
+
+def next_for(study, grader):
+    """The patient the grading page would show this grader next, or None."""
+    from studies.models import Patient
+
+    patient_id = selectors.next_patient_id(queue=services.queue_sync(study=study, grader=grader))
+    return None if patient_id is None else Patient.objects.get(pk=patient_id)
+
+
+def progress_of(study, grader) -> selectors.Progress:
+    return selectors.Progress.of(services.queue_sync(study=study, grader=grader), study)

@@ -10,7 +10,7 @@ from grading.models import Grade
 from studies.services import images_upload
 from tests import images
 from tests.factories import UserFactory
-from tests.grading.conftest import answers_for, submit
+from tests.grading.conftest import answers_for, progress_of, submit
 
 
 @pytest.fixture
@@ -186,4 +186,4 @@ def test_next_redirects_to_the_grading_page_then_to_the_study_when_done(
     submit(grading_study, graded_patient, graders[0])
     response = client.get(url, follow=True)
     assert "You have graded every patient of this study" in response.content.decode()
-    assert selectors.study_progress(study=grading_study, grader=graders[0]).graded == 1
+    assert progress_of(grading_study, graders[0]).graded == 1

@@ -12,11 +12,12 @@ from grading.models import Grade
 from studies.models import Image
 from tests import images
 from tests.factories import StudyFactory
-from tests.grading.conftest import submit
+from studies.models import Patient
+from tests.grading.conftest import next_for, progress_of, queue_order, submit
 
 
 def order_of(study, grader):
-    return [p.pk for p in selectors.queue_for(study=study, grader=grader)]
+    return queue_order(study, grader)
 
 
 def test_order_is_stable_per_grader_and_differs_between_graders(grading_study, graders, make_patients):
@@ -29,11 +30,21 @@ def test_order_is_stable_per_grader_and_differs_between_graders(grading_study, g
     assert first != sorted(first)
 
 
-def test_order_is_by_code_when_the_study_does_not_randomize(grading_study, graders, make_patients):
+def test_order_is_the_order_added_when_the_study_does_not_randomize(grading_study, graders, make_patients):
     grading_study.randomized_order = False
     grading_study.save()
     patients = make_patients(grading_study, 5)
-    assert order_of(grading_study, graders[0]) == [p.pk for p in sorted(patients, key=lambda p: p.code)]
+    assert order_of(grading_study, graders[0]) == [p.pk for p in patients]
+
+
+def test_patients_added_later_join_the_queue(grading_study, graders, make_patients):
+    from tests.factories import PatientFactory
+
+    first = make_patients(grading_study, 3)
+    assert len(order_of(grading_study, graders[0])) == 3
+    late = PatientFactory(study=grading_study)
+    assert sorted(order_of(grading_study, graders[0])) == sorted([p.pk for p in first] + [late.pk])
+    assert progress_of(grading_study, graders[0]).to_grade == 4
 
 
 def test_next_patient_follows_the_order_and_skips_what_i_graded(grading_study, graders, make_patients):
@@ -42,11 +53,11 @@ def test_next_patient_follows_the_order_and_skips_what_i_graded(grading_study, g
     expected = order_of(grading_study, grader)
     seen = []
     for _ in range(5):
-        patient = selectors.next_patient_for(study=grading_study, grader=grader)
+        patient = next_for(grading_study, grader)
         seen.append(patient.pk)
         submit(grading_study, patient, grader)
     assert seen == expected
-    assert selectors.next_patient_for(study=grading_study, grader=grader) is None
+    assert next_for(grading_study, grader) is None
 
 
 def test_patient_leaves_other_queues_once_it_has_the_graders_wanted(grading_study, graders, make_patients):
@@ -55,7 +66,7 @@ def test_patient_leaves_other_queues_once_it_has_the_graders_wanted(grading_stud
     assert patient.pk in order_of(grading_study, graders[2])
     submit(grading_study, patient, graders[1])  # graders_per_patient is 2
     assert order_of(grading_study, graders[2]) == [other.pk]
-    progress = selectors.study_progress(study=grading_study, grader=graders[2])
+    progress = progress_of(grading_study, graders[2])
     assert (progress.graded, progress.to_grade) == (0, 1)
 
 
@@ -67,7 +78,7 @@ def test_repeat_share_comes_back_later_as_a_repeat(grading_study, graders, make_
     grader = graders[0]
     served = []
     for _ in range(200):
-        patient = selectors.next_patient_for(study=grading_study, grader=grader)
+        patient = next_for(grading_study, grader)
         if patient is None:
             break
         served.append(patient.pk)
@@ -88,7 +99,7 @@ def test_repeat_share_comes_back_later_as_a_repeat(grading_study, graders, make_
 
 def test_no_repeats_when_the_share_is_zero(grading_study, graders, make_patients):
     make_patients(grading_study, 15)
-    while patient := selectors.next_patient_for(study=grading_study, grader=graders[0]):
+    while patient := next_for(grading_study, graders[0]):
         submit(grading_study, patient, graders[0])
     assert not Grade.objects.filter(kind="repeat").exists()
 
@@ -123,8 +134,8 @@ def test_grading_pages_use_the_same_few_queries_at_10_and_1000_patients(who, gra
     counts = []
     for size in (10, 1000):
         study = build_study(who, graders, size, None)
-        patient = selectors.next_patient_for(study=study, grader=graders[0])
-        submit(study, selectors.queue_for(study=study, grader=graders[0]).last(), graders[0])
+        patient = next_for(study, graders[0])
+        submit(study, Patient.objects.get(pk=queue_order(study, graders[0])[-1]), graders[0])
         url = {
             "patient": reverse("admin:grading_patient", args=[study.pk, patient.pk]),
             "next": reverse("admin:grading_next", args=[study.pk]),
@@ -163,7 +174,7 @@ def test_masked_label_counts_on_through_repeats(grading_study, graders, make_pat
     make_patients(grading_study, 14)
     client = client_for(graders[0])
     labels = []
-    while patient := selectors.next_patient_for(study=grading_study, grader=graders[0]):
+    while patient := next_for(grading_study, graders[0]):
         page = client.get(reverse("admin:grading_patient", args=[grading_study.pk, patient.pk]))
         labels.append(page.context["label"])
         submit(grading_study, patient, graders[0])

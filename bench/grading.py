@@ -1,0 +1,164 @@
+"""Benchmark: the grading pages at 100 and at 10,000 patients.
+
+Builds, with bulk inserts, a study of N patients x 4 photos, 3 graders and
+about 2 grades per patient from two of them, then times (for the third
+grader) the grading page, the next-patient redirect and a submit, and prints
+median times, query counts and the ratio between the two sizes.
+
+    .venv/bin/python bench/grading.py [--sizes 100 10000] [--repeats 15]
+
+Runs on a throwaway SQLite database, or on PostgreSQL when DATABASE_URL is set
+(a database named after it with a `_bench` suffix is created and dropped).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.test")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000])
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+
+    import django
+    from django.conf import settings
+
+    django.setup()
+    from django.test.utils import get_runner, setup_test_environment
+
+    setup_test_environment()
+    settings.MEDIA_ROOT = tempfile.mkdtemp(prefix="gc-bench-")
+    runner = get_runner(settings)(verbosity=0, interactive=False)
+    old_config = runner.setup_databases()
+    try:
+        run(args.sizes, args.repeats)
+    finally:
+        runner.teardown_databases(old_config)
+
+
+def build(size: int, graders, grade_type):
+    from django.contrib.auth import get_user_model  # noqa: F401
+
+    from grading.models import Grade, GradeEntry
+    from studies.models import Image, Patient, Region, Study
+
+    started = time.perf_counter()
+    region, _ = Region.objects.get_or_create(name="Bench region")
+    study = Study.objects.create(
+        name=f"Bench {size}", region=region, graders_per_patient=3, repeat_share="0.1"
+    )
+    study.graders.add(*graders)
+    grade_type.studies.add(study)
+    Patient.objects.bulk_create(
+        [Patient(study=study, code=f"B{size}-{n:06d}") for n in range(size)], batch_size=2000
+    )
+    patients = list(Patient.objects.filter(study=study).values_list("pk", flat=True))
+    Image.objects.bulk_create(
+        [
+            Image(
+                patient_id=pk, study=study, eye="RL"[k % 2], file=f"images/bench/{pk}-{k}.jpg",
+                thumbnail=f"thumbnails/bench/{pk}-{k}.jpg", sha256=f"{pk}-{k}", width=4000, height=3000,
+                bytes=4_000_000, original_name=f"{pk}-{k}.jpg",
+            )
+            for pk in patients
+            for k in range(4)
+        ],
+        batch_size=2000,
+    )  # fmt: skip
+    fields = [(f, list(f.options.all())) for f in grade_type.fields.all()]
+    grades = [
+        Grade(patient_id=pk, grade_type=grade_type, grader=grader, submission=uuid.uuid4(), seconds_spent=20)
+        for pk in patients
+        for grader in graders[1:]
+    ]
+    Grade.objects.bulk_create(grades, batch_size=2000)
+    Grade.objects.filter(patient__study=study).count()
+    ids = Grade.objects.filter(patient__study=study).values_list("pk", flat=True)
+    GradeEntry.objects.bulk_create(
+        [GradeEntry(grade_id=g, field=f, option=options[g % 2]) for g in ids for f, options in fields],
+        batch_size=5000,
+    )
+    return study, time.perf_counter() - started, len(grades)
+
+
+def timed(client, method: str, url: str, data=None):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        started = time.perf_counter()
+        response = client.get(url) if method == "get" else client.post(url, data)
+        elapsed = time.perf_counter() - started
+    assert response.status_code in (200, 302), (url, response.status_code)
+    return elapsed, len(queries), response
+
+
+def measure(study, grader, repeats: int) -> dict:
+    from django.test import Client
+    from django.urls import reverse
+
+    from grading import selectors
+    from tests.grading.conftest import answers_for, progress_of
+
+    client = Client()
+    client.force_login(grader)
+    next_url = reverse("admin:grading_next", args=[study.pk])
+    client.get(next_url)  # warm up
+    results = {"page": [], "next": [], "submit": []}
+    queries = {}
+    answers = answers_for(study, "0")
+    for _ in range(repeats):
+        elapsed, count, response = timed(client, "get", next_url)
+        results["next"].append(elapsed)
+        queries["next"] = count
+        page_url = response["Location"]
+        elapsed, count, response = timed(client, "get", page_url)
+        results["page"].append(elapsed)
+        queries["page"] = count
+        elapsed, count, _ = timed(client, "post", page_url, {**answers, "token": response.context["token"]})
+        results["submit"].append(elapsed)
+        queries["submit"] = count
+    assert progress_of(study, grader).graded == repeats
+    return {name: (statistics.median(values) * 1000, queries[name]) for name, values in results.items()}
+
+
+def run(sizes: list[int], repeats: int) -> None:
+    from django.db import connection
+
+    from accounts.services import user_ensure
+    from grading.services import grade_types_import
+    from tests.grading.conftest import SCHEMES
+
+    graders = [
+        user_ensure(username=f"bench-grader{n}", password="x", groups=("Graders",))[0] for n in range(3)
+    ]
+    grade_type = grade_types_import(data=SCHEMES[0])[0]
+    print(f"database: {connection.vendor}; {repeats} samples per figure; times are medians")
+    figures = {}
+    for size in sizes:
+        study, seconds, grade_count = build(size, graders, grade_type)
+        print(f"built {size} patients x 4 photos, {grade_count} grades in {seconds:.1f} s")
+        figures[size] = measure(study, graders[0], repeats)
+    print()
+    print(f"{'':8}" + "".join(f"{f'{size} patients':>24}" for size in sizes) + f"{'ratio':>10}")
+    for name in ("page", "next", "submit"):
+        row = f"{name:8}"
+        for size in sizes:
+            ms, count = figures[size][name]
+            row += f"{f'{ms:7.1f} ms, {count:2d} queries':>24}"
+        ratio = figures[sizes[-1]][name][0] / figures[sizes[0]][name][0]
+        print(row + f"{ratio:10.2f}")
+
+
+if __name__ == "__main__":
+    main()
