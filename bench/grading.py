@@ -107,7 +107,6 @@ def measure(study, grader, repeats: int) -> dict:
     from django.test import Client
     from django.urls import reverse
 
-    from grading import selectors
     from tests.grading.conftest import answers_for, progress_of
 
     client = Client()

@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 
 from studies.models import Image, Patient, Study
 
-from .models import Grade, GradeEntry, GradeField, GradeOption, GradeType, GraderQueue, QueueEntry
+from .models import Grade, GradeEntry, GradeField, GradeOption, GraderQueue, GradeType, QueueEntry
 
 # A repeat is shown again only after this many other patients, so the grader cannot remember it.
 REPEAT_GAP = 10

@@ -17,7 +17,7 @@ from django.utils import timezone
 from studies.models import Patient, Study
 
 from . import selectors
-from .models import Grade, GradeEntry, GradeField, GradeOption, GradeType, GraderQueue, QueueEntry
+from .models import Grade, GradeEntry, GradeField, GradeOption, GraderQueue, GradeType, QueueEntry
 
 MAX_SECONDS = 4 * 3600  # a page left open overnight does not count as grading time
 

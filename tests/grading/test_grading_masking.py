@@ -5,7 +5,6 @@ import io
 import pytest
 from django.urls import reverse
 
-from grading import selectors
 from grading.models import Grade
 from studies.services import images_upload
 from tests import images

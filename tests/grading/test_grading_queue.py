@@ -9,10 +9,9 @@ from django.urls import reverse
 
 from grading import selectors
 from grading.models import Grade
-from studies.models import Image
+from studies.models import Image, Patient
 from tests import images
 from tests.factories import StudyFactory
-from studies.models import Patient
 from tests.grading.conftest import next_for, progress_of, queue_order, submit
 
 
