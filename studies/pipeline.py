@@ -117,7 +117,12 @@ def _decoded(picture: PILImage.Image) -> None:
 def _thumbnail_bytes(picture: PILImage.Image) -> bytes:
     """A small upright JPEG of an already decoded, upright picture."""
     size = settings.IMAGE_THUMBNAIL_SIZE
-    small = picture if picture.width <= size and picture.height <= size else picture.copy()
+    if picture.mode not in ("RGB", "L", "RGBA", "LA"):
+        has_alpha = "A" in picture.getbands() or "transparency" in picture.info
+        picture = picture.convert("RGBA" if has_alpha else "RGB")
+    # reduce() makes a new, smaller image at once: no full-size copy of a 12 MP photo.
+    factor = max(1, min(picture.width, picture.height) // (2 * size))
+    small = picture.reduce(factor) if factor > 1 else picture.copy()
     small.thumbnail((size, size), reducing_gap=2.0)
     if small.mode not in ("RGB", "L"):
         if "A" in small.getbands():

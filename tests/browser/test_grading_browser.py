@@ -113,7 +113,8 @@ def chosen_labels(page) -> dict[str, str]:
     return page.evaluate(
         """() => Object.fromEntries(Array.from(document.querySelectorAll(".gc-field")).map((field) => {
             const input = field.querySelector("input:checked");
-            return [field.dataset.name, input ? input.closest("label").textContent.trim().replace(/^\\d+\\s*/, "") : ""];
+            const label = input ? input.closest("label").textContent : "";
+            return [field.dataset.name, label.trim().replace(/^\\d+\\s*/, "")];
         }))"""
     )
 

@@ -112,3 +112,15 @@ def test_image_over_the_pixel_limit_is_refused(patient, collector, settings):
     settings.IMAGE_MAX_PIXELS = 1000
     with pytest.raises(BatchRefused, match="megapixels; the limit"):
         upload_one(patient, collector, images.jpeg((64, 48)))
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "CMYK", "L", "1"])
+def test_other_colour_modes_get_a_jpeg_thumbnail(patient, collector, mode):
+    picture = PILImage.new("RGB", (900, 700), (200, 80, 80)).convert(mode)
+    out = io.BytesIO()
+    picture.save(out, "TIFF" if mode == "CMYK" else "PNG")
+    image = upload_one(patient, collector, out.getvalue(), name=f"scan-{mode}.png")
+    with default_storage.open(image.thumbnail.name, "rb") as handle:
+        thumbnail = PILImage.open(handle)
+        thumbnail.load()
+    assert thumbnail.format == "JPEG" and max(thumbnail.size) == 400
