@@ -55,6 +55,7 @@ test: $(VENV)/.dev browser lint checks
 
 bench: $(VENV)/.dev
 	$(PY) bench/upload.py
+	$(PY) bench/grading.py
 
 clean:
 	rm -rf $(VENV) media db.sqlite3 staticfiles artifacts .pytest_cache .ruff_cache
