@@ -8,7 +8,7 @@ median times, query counts and the ratio between the two sizes.
     .venv/bin/python bench/grading.py [--sizes 100 10000] [--repeats 15]
 
 Runs on a throwaway SQLite database, or on PostgreSQL when DATABASE_URL is set
-(a database named after it with a `_bench` suffix is created and dropped).
+(the test database, `test_<name>`, is created and dropped as the test suite does).
 """
 
 import argparse
