@@ -6,6 +6,7 @@ README lists them all.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -60,8 +61,14 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "storages",
+    "rest_framework",
+    "knox",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "import_export",
     "studies",
     "grading",
+    "exports",
     "accounts",
 ]
 
@@ -192,6 +199,42 @@ if EMAIL_HOST:
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "grading-center@localhost")
+
+# The data team's API: knox tokens (only for the Data team), JSON, OpenAPI docs.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["knox.auth.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["exports.permissions.IsDataTeam"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {"api_login": env("API_LOGIN_THROTTLE", "10/minute")},
+    # ?format= picks csv or json in the export views themselves.
+    "URL_FORMAT_OVERRIDE": None,
+}
+API_TOKEN_TTL_HOURS = env_int("API_TOKEN_TTL_HOURS", 10)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=API_TOKEN_TTL_HOURS),
+    "TOKEN_PREFIX": env("API_TOKEN_PREFIX", "gc_"),
+    "AUTO_REFRESH": False,
+}
+API_PAGE_SIZE = env_int("API_PAGE_SIZE", 100)
+API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 1000)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Grading Center API",
+    "DESCRIPTION": "Studies, images and grades for the data team. Authenticate with a knox token: "
+    "`Authorization: Token <token>` from POST /api/auth/login/ (HTTP Basic).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+}
+
+# Admin exports: formulas escaped so a cell never runs in a spreadsheet.
+IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = True
+IMPORT_EXPORT_USE_TRANSACTIONS = True
+IMPORT_EXPORT_SKIP_ADMIN_CONFIRM = False
 
 LOGGING = {
     "version": 1,

@@ -25,7 +25,10 @@
       options[number - 1].checked = true;
       field.classList.remove("gc-invalid");
       if (current < fields.length - 1) focusField(current + 1);
-      else save.focus();
+      else {
+        fields.forEach((f) => f.classList.remove("gc-focused"));
+        save.focus();
+      }
     }
 
     function firstUnanswered() {
@@ -33,11 +36,16 @@
     }
 
     fields.forEach((field, index) => {
-      field.addEventListener("focus", () => {
+      // focusin, not focus: it also fires when a radio inside the field is clicked.
+      field.addEventListener("focusin", () => {
         current = index;
         fields.forEach((f, i) => f.classList.toggle("gc-focused", i === index));
       });
-      field.addEventListener("change", () => field.classList.remove("gc-invalid"));
+      field.addEventListener("change", () => {
+        field.classList.remove("gc-invalid");
+        field.removeAttribute("aria-invalid");
+        field.querySelectorAll(".gc-client-error").forEach((message) => message.remove());
+      });
     });
 
     // Viewer ------------------------------------------------------------
@@ -128,7 +136,15 @@
       );
       if (missing >= 0) {
         event.preventDefault();
-        fields[missing].classList.add("gc-invalid");
+        const field = fields[missing];
+        field.classList.add("gc-invalid");
+        field.setAttribute("aria-invalid", "true");
+        if (!field.querySelector(".gc-client-error")) {
+          const message = document.createElement("div");
+          message.className = "text-danger small gc-error gc-client-error";
+          message.textContent = field.dataset.name + " is required.";
+          field.appendChild(message);
+        }
         focusField(missing);
         return;
       }
@@ -141,7 +157,7 @@
     });
 
     document.addEventListener("keydown", (event) => {
-      const typing = event.target === note || (event.target.tagName === "INPUT" && event.target.type !== "radio" && event.target.type !== "range");
+      const typing = event.target === note || (event.target.tagName === "INPUT" && event.target.type !== "radio");
       if (typing) {
         if (event.key === "Escape") {
           event.preventDefault();
@@ -155,8 +171,19 @@
       }
       if (event.altKey || event.ctrlKey || event.metaKey) return;
       const key = event.key;
-      if (/^[1-9]$/.test(key)) choose(Number(key));
-      else if (key === "ArrowDown" || (key === "Tab" && !event.shiftKey)) focusField(current + 1);
+      // A held key must not answer every field (or save twice).
+      if (event.repeat && (/^[1-9]$/.test(key) || key === "Enter")) {
+        event.preventDefault();
+        return;
+      }
+      const inField = Boolean(event.target.closest && event.target.closest(".gc-field"));
+      if (key === "Tab" && !(inField && current + (event.shiftKey ? -1 : 1) >= 0 && current + (event.shiftKey ? -1 : 1) < fields.length)) {
+        return; // Tab leaves the fields for the note, the save button and the page
+      }
+      if (/^[1-9]$/.test(key)) {
+        if (event.target === save) return;
+        choose(Number(key));
+      } else if (key === "ArrowDown" || (key === "Tab" && !event.shiftKey)) focusField(current + 1);
       else if (key === "ArrowUp" || (key === "Tab" && event.shiftKey)) focusField(current - 1);
       else if (key === "ArrowRight" || key === "]") showPhoto(photo + 1);
       else if (key === "ArrowLeft" || key === "[") showPhoto(photo - 1);

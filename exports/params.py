@@ -1,0 +1,148 @@
+"""Query parameters of the API: parsed strictly, each error naming its parameter."""
+
+from datetime import datetime
+
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from rest_framework.exceptions import ValidationError
+
+from grading.models import GradeField, GradeType
+from studies.models import Eye, Study
+
+TRUE = {"true", "1", "yes"}
+FALSE = {"false", "0", "no"}
+
+
+def _bad(name: str, message: str) -> ValidationError:
+    return ValidationError({name: [message]})
+
+
+def optional_int(params, name: str) -> int | None:
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise _bad(name, f"{name} must be a whole number, not {value!r}.") from None
+    if number < 1:
+        raise _bad(name, f"{name} must be a positive id.")
+    return number
+
+
+def study(params, *, required: bool) -> Study | None:
+    pk = optional_int(params, "study")
+    if pk is None:
+        if required:
+            raise _bad("study", "study is required: the id of a study (see /api/studies/).")
+        return None
+    found = Study.objects.filter(pk=pk).first()
+    if found is None:
+        raise _bad("study", f"No study has the id {pk}.")
+    return found
+
+
+def grade_type(params, *, study: Study | None, required: bool = False) -> GradeType | None:
+    pk = optional_int(params, "grade_type")
+    if pk is None:
+        if required:
+            raise _bad("grade_type", "grade_type is required: the id of one of the study's grade types.")
+        return None
+    found = GradeType.objects.filter(pk=pk).first()
+    if found is None:
+        raise _bad("grade_type", f"No grade type has the id {pk}.")
+    if study is not None and not found.studies.filter(pk=study.pk).exists():
+        raise _bad("grade_type", f"{found.name} is not a grade type of the study {study.name}.")
+    return found
+
+
+def field(params, *, grade_type: GradeType) -> GradeField:
+    value = params.get("field")
+    fields = list(grade_type.fields.all())
+    if value in (None, ""):
+        if len(fields) == 1:
+            return fields[0]
+        names = ", ".join(f.name for f in fields)
+        raise _bad("field", f"field is required for {grade_type.name}: one of {names}.")
+    for candidate in fields:
+        if value == candidate.name or value == str(candidate.pk):
+            return candidate
+    names = ", ".join(f.name for f in fields)
+    raise _bad("field", f"{grade_type.name} has no field {value!r}; choose one of {names}.")
+
+
+def boolean(params, name: str) -> bool | None:
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    if value.lower() in TRUE:
+        return True
+    if value.lower() in FALSE:
+        return False
+    raise _bad(name, f"{name} must be true or false, not {value!r}.")
+
+
+def eye(params) -> str | None:
+    value = params.get("eye")
+    if value in (None, ""):
+        return None
+    value = value.upper()[:1] if value.lower() in {"r", "l", "u", "right", "left", "unknown"} else value
+    if value not in Eye.values:
+        raise _bad("eye", "eye must be R, L or U.")
+    return value
+
+
+def moment(params, name: str) -> datetime | None:
+    value = params.get(name)
+    if value in (None, ""):
+        return None
+    parsed = parse_datetime(value)
+    if parsed is None:
+        day = parse_date(value)
+        if day is not None:
+            parsed = datetime(day.year, day.month, day.day)
+    if parsed is None:
+        raise _bad(name, f"{name} must be an ISO 8601 date or date-time, not {value!r}.")
+    if timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed, timezone.get_default_timezone())
+    return parsed
+
+
+def export_format(params, *, choices=("csv", "json"), default="json") -> str:
+    # DRF reserves ?format= for its renderers; these views read it themselves.
+    value = (params.get("format") or default).lower()
+    if value not in choices:
+        raise _bad("format", f"format must be one of {', '.join(choices)}, not {value!r}.")
+    return value
+
+
+def split(params) -> tuple[int, int, int]:
+    value = params.get("split") or "80,10,10"
+    try:
+        parts = tuple(int(p) for p in value.split(","))
+    except ValueError:
+        raise _bad("split", f"split must be three whole percentages such as 80,10,10, not {value!r}.") from None
+    if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) != 100:
+        raise _bad("split", "split must be three percentages (train, val, test) that add up to 100.")
+    return parts  # type: ignore[return-value]
+
+
+def seed(params) -> int:
+    value = params.get("seed") or "0"
+    try:
+        return int(value)
+    except ValueError:
+        raise _bad("seed", f"seed must be a whole number, not {value!r}.") from None
+
+
+def min_graders(params, default: int) -> int:
+    value = params.get("min_graders")
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise _bad("min_graders", f"min_graders must be a whole number, not {value!r}.") from None
+    if not 1 <= number <= 50:
+        raise _bad("min_graders", "min_graders must be between 1 and 50.")
+    return number

@@ -1,0 +1,220 @@
+"""Reads for the data team: studies, images with their grades, grade rows, training sets.
+
+Lists come as querysets with their joins done; exports come as row
+iterators over server-side cursors, so memory stays flat at any size.
+"""
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+
+from grading.models import Grade, GradeEntry, GradeField, GradeType
+from studies.models import Image, Study
+from studies.selectors import studies_with_counts
+
+CHUNK = 2000
+
+
+def studies_for_api() -> QuerySet[Study]:
+    fields = Prefetch("fields", queryset=GradeField.objects.prefetch_related("options").order_by("order", "pk"))
+    grade_types = Prefetch("grade_types", queryset=GradeType.objects.prefetch_related(fields).order_by("name"))
+    return studies_with_counts().prefetch_related(grade_types).order_by("pk")
+
+
+def _current_grades() -> Prefetch:
+    entries = Prefetch("entries", queryset=GradeEntry.objects.select_related("field", "option").order_by("field__order"))
+    return Prefetch(
+        "patient__grades",
+        queryset=Grade.objects.filter(is_current=True)
+        .select_related("grader", "grade_type")
+        .prefetch_related(entries)
+        .order_by("created_at", "pk"),
+        to_attr="current_grades",
+    )
+
+
+def images_for_api(
+    *,
+    study: Study | None,
+    graded: bool | None,
+    grade_type: GradeType | None,
+    eye: str | None,
+    updated_since: datetime | None,
+) -> QuerySet[Image]:
+    """Images with their patient's current grades, filtered as the API asks.
+
+    graded: the patient has (or has not) a current regular grade (of
+    grade_type, when given). updated_since: uploaded since, or graded since.
+    """
+    images = Image.objects.select_related("patient", "study").prefetch_related(_current_grades())
+    if study is not None:
+        images = images.filter(study=study)
+    if eye is not None:
+        images = images.filter(eye=eye)
+    if graded is not None:
+        grades = Grade.objects.filter(patient=OuterRef("patient"), kind=Grade.Kind.REGULAR, is_current=True)
+        if grade_type is not None:
+            grades = grades.filter(grade_type=grade_type)
+        images = images.filter(Exists(grades)) if graded else images.exclude(Exists(grades))
+    elif grade_type is not None:
+        images = images.filter(study__grade_types=grade_type)
+    if updated_since is not None:
+        graded_since = Grade.objects.filter(patient=OuterRef("patient"), created_at__gte=updated_since)
+        images = images.filter(Q(uploaded_at__gte=updated_since) | Exists(graded_since))
+    return images
+
+
+def _unique_names(fields: list[GradeField]) -> list[str]:
+    counts = Counter(f.name for f in fields)
+    return [f.name if counts[f.name] == 1 else f"{f.grade_type.name}:{f.name}" for f in fields]
+
+
+GRADE_COLUMNS = [
+    "grade_id", "study", "patient_code", "eyes", "grader", "grade_type", "kind", "is_current",
+    "superseded_by", "created_at", "seconds_spent", "note",
+]  # fmt: skip
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: Iterator[list]
+
+
+def grades_for_export(*, study: Study, grade_type: GradeType | None, current_only: bool) -> Table:
+    """One row per grade (wide): the grade's facts, then one column per field with the option's value."""
+    grade_types = [grade_type] if grade_type else list(study.grade_types.order_by("name"))
+    fields = list(
+        GradeField.objects.filter(grade_type__in=grade_types)
+        .select_related("grade_type")
+        .order_by("grade_type__name", "order", "pk")
+    )
+    column_of = {f.pk: index for index, f in enumerate(fields)}
+    grades = Grade.objects.filter(patient__study=study, grade_type__in=grade_types)
+    if current_only:
+        grades = grades.filter(is_current=True)
+    eyes = {
+        eye: Exists(Image.objects.filter(patient=OuterRef("patient"), eye=eye)) for eye in ("R", "L", "U")
+    }
+    grade_rows = (
+        grades.annotate(has_r=eyes["R"], has_l=eyes["L"], has_u=eyes["U"])
+        .order_by("pk")
+        .values_list(
+            "pk", "patient__code", "has_r", "has_l", "has_u", "grader__username", "grade_type__name", "kind",
+            "is_current", "superseded_by_id", "created_at", "seconds_spent", "note",
+        )  # fmt: skip
+        .iterator(chunk_size=CHUNK)
+    )
+    entries = (
+        GradeEntry.objects.filter(grade__in=grades)
+        .order_by("grade_id")
+        .values_list("grade_id", "field_id", "option__value")
+        .iterator(chunk_size=CHUNK)
+    )
+
+    def rows() -> Iterator[list]:
+        pending = next(entries, None)
+        for pk, code, r, left, u, grader, type_name, kind, current, superseded, created, seconds, note in grade_rows:
+            answers = [""] * len(fields)
+            while pending is not None and pending[0] < pk:
+                pending = next(entries, None)
+            while pending is not None and pending[0] == pk:
+                if pending[1] in column_of:
+                    answers[column_of[pending[1]]] = pending[2] or ""
+                pending = next(entries, None)
+            eye_list = ";".join(e for e, present in (("R", r), ("L", left), ("U", u)) if present)
+            yield [
+                pk, study.name, code, eye_list, grader, type_name, kind, current, superseded or "",
+                created.isoformat(), seconds, note, *answers,
+            ]  # fmt: skip
+
+    return Table(header=GRADE_COLUMNS + _unique_names(fields), rows=rows())
+
+
+def split_of(*, patient_id: int, seed: int, split: tuple[int, int, int]) -> str:
+    """train, val or test: drawn from the patient and the seed, so a patient never spans two splits."""
+    digest = hashlib.sha256(f"{seed}:{patient_id}".encode()).digest()
+    draw = int.from_bytes(digest[:8], "big") / 2**64 * 100
+    if draw < split[0]:
+        return "train"
+    if draw < split[0] + split[1]:
+        return "val"
+    return "test"
+
+
+@dataclass
+class Consensus:
+    label: str
+    ungradable: bool
+    graders: int
+    votes: str
+    reason: str
+
+
+def consensus_of(votes: list[tuple[str, bool]], min_graders: int) -> Consensus:
+    """The majority answer of distinct graders; none for a tie or too few graders, with the reason."""
+    counts = Counter(value for value, _ in votes)
+    ungradable = {value for value, flag in votes if flag}
+    summary = ";".join(f"{value}:{count}" for value, count in sorted(counts.items()))
+    if len(votes) < min_graders:
+        reason = f"{len(votes)} of the {min_graders} graders needed" if votes else "not graded"
+        return Consensus("", False, len(votes), summary, reason)
+    ranked = counts.most_common()
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        tied = " and ".join(sorted(value for value, count in ranked if count == ranked[0][1]))
+        return Consensus("", False, len(votes), summary, f"tie between {tied}")
+    label = ranked[0][0]
+    return Consensus(label, label in ungradable, len(votes), summary, "")
+
+
+TRAINING_COLUMNS = [
+    "image_id", "patient_id", "patient_code", "eye", "storage_key", "url", "sha256", "width", "height",
+    "label", "label_ungradable", "graders", "votes", "no_label_reason", "split",
+]  # fmt: skip
+
+
+def training_set(
+    *,
+    study: Study,
+    field: GradeField,
+    split: tuple[int, int, int],
+    seed: int,
+    min_graders: int,
+    url_of,
+) -> Table:
+    """One row per image: its file, the consensus label of its patient for the field, and its split."""
+    votes: dict[int, list[tuple[str, bool]]] = defaultdict(list)
+    for patient_id, value, ungradable in (
+        GradeEntry.objects.filter(
+            field=field,
+            option__isnull=False,
+            grade__patient__study=study,
+            grade__is_current=True,
+            grade__kind=Grade.Kind.REGULAR,
+        )
+        .values_list("grade__patient_id", "option__value", "option__ungradable")
+        .iterator(chunk_size=CHUNK)
+    ):
+        votes[patient_id].append((value, ungradable))
+    images = (
+        Image.objects.filter(study=study)
+        .order_by("patient_id", "pk")
+        .values_list("pk", "patient_id", "patient__code", "eye", "file", "sha256", "width", "height")
+        .iterator(chunk_size=CHUNK)
+    )
+
+    def rows() -> Iterator[list]:
+        for pk, patient_id, code, eye, key, sha256, width, height in images:
+            consensus = consensus_of(votes.get(patient_id, []), min_graders)
+            yield [
+                pk, patient_id, code, eye, key, url_of(pk, key), sha256, width, height, consensus.label,
+                consensus.ungradable, consensus.graders, consensus.votes, consensus.reason,
+                split_of(patient_id=patient_id, seed=seed, split=split),
+            ]  # fmt: skip
+
+    return Table(header=TRAINING_COLUMNS, rows=rows())
+
