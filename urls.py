@@ -20,6 +20,7 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    path("api/", include("exports.urls")),
     path(
         "accounts/password-reset/done/",
         auth_views.PasswordResetDoneView.as_view(),

@@ -121,7 +121,9 @@ def split(params) -> tuple[int, int, int]:
     try:
         parts = tuple(int(p) for p in value.split(","))
     except ValueError:
-        raise _bad("split", f"split must be three whole percentages such as 80,10,10, not {value!r}.") from None
+        raise _bad(
+            "split", f"split must be three whole percentages such as 80,10,10, not {value!r}."
+        ) from None
     if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) != 100:
         raise _bad("split", "split must be three percentages (train, val, test) that add up to 100.")
     return parts  # type: ignore[return-value]

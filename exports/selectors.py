@@ -20,13 +20,19 @@ CHUNK = 2000
 
 
 def studies_for_api() -> QuerySet[Study]:
-    fields = Prefetch("fields", queryset=GradeField.objects.prefetch_related("options").order_by("order", "pk"))
-    grade_types = Prefetch("grade_types", queryset=GradeType.objects.prefetch_related(fields).order_by("name"))
+    fields = Prefetch(
+        "fields", queryset=GradeField.objects.prefetch_related("options").order_by("order", "pk")
+    )
+    grade_types = Prefetch(
+        "grade_types", queryset=GradeType.objects.prefetch_related(fields).order_by("name")
+    )
     return studies_with_counts().prefetch_related(grade_types).order_by("pk")
 
 
 def _current_grades() -> Prefetch:
-    entries = Prefetch("entries", queryset=GradeEntry.objects.select_related("field", "option").order_by("field__order"))
+    entries = Prefetch(
+        "entries", queryset=GradeEntry.objects.select_related("field", "option").order_by("field__order")
+    )
     return Prefetch(
         "patient__grades",
         queryset=Grade.objects.filter(is_current=True)
@@ -85,18 +91,20 @@ class Table:
     rows: Iterator[list]
 
 
-def grades_for_export(*, study: Study, grade_type: GradeType | None, current_only: bool) -> Table:
-    """One row per grade (wide): the grade's facts, then one column per field with the option's value."""
-    grade_types = [grade_type] if grade_type else list(study.grade_types.order_by("name"))
+def grades_table(*, grades: QuerySet[Grade], grade_types: list[GradeType] | None = None) -> Table:
+    """One row per grade (wide): the grade's facts, then one column per field with the option's value.
+
+    Two server-side cursors, grades and their entries, both in grade order,
+    are merged as they stream: memory stays flat at any size.
+    """
+    if grade_types is None:
+        grade_types = list(GradeType.objects.filter(pk__in=grades.values("grade_type")).order_by("name"))
     fields = list(
         GradeField.objects.filter(grade_type__in=grade_types)
         .select_related("grade_type")
         .order_by("grade_type__name", "order", "pk")
     )
     column_of = {f.pk: index for index, f in enumerate(fields)}
-    grades = Grade.objects.filter(patient__study=study, grade_type__in=grade_types)
-    if current_only:
-        grades = grades.filter(is_current=True)
     eyes = {
         eye: Exists(Image.objects.filter(patient=OuterRef("patient"), eye=eye)) for eye in ("R", "L", "U")
     }
@@ -104,13 +112,25 @@ def grades_for_export(*, study: Study, grade_type: GradeType | None, current_onl
         grades.annotate(has_r=eyes["R"], has_l=eyes["L"], has_u=eyes["U"])
         .order_by("pk")
         .values_list(
-            "pk", "patient__code", "has_r", "has_l", "has_u", "grader__username", "grade_type__name", "kind",
-            "is_current", "superseded_by_id", "created_at", "seconds_spent", "note",
+            "pk",
+            "patient__study__name",
+            "patient__code",
+            "has_r",
+            "has_l",
+            "has_u",
+            "grader__username",
+            "grade_type__name",
+            "kind",
+            "is_current",
+            "superseded_by_id",
+            "created_at",
+            "seconds_spent",
+            "note",
         )  # fmt: skip
         .iterator(chunk_size=CHUNK)
     )
     entries = (
-        GradeEntry.objects.filter(grade__in=grades)
+        GradeEntry.objects.filter(grade__in=grades.values("pk"))
         .order_by("grade_id")
         .values_list("grade_id", "field_id", "option__value")
         .iterator(chunk_size=CHUNK)
@@ -118,7 +138,23 @@ def grades_for_export(*, study: Study, grade_type: GradeType | None, current_onl
 
     def rows() -> Iterator[list]:
         pending = next(entries, None)
-        for pk, code, r, left, u, grader, type_name, kind, current, superseded, created, seconds, note in grade_rows:
+        for row in grade_rows:
+            (
+                pk,
+                study_name,
+                code,
+                r,
+                left,
+                u,
+                grader,
+                type_name,
+                kind,
+                current,
+                superseded,
+                created,
+                seconds,
+                note,
+            ) = row
             answers = [""] * len(fields)
             while pending is not None and pending[0] < pk:
                 pending = next(entries, None)
@@ -128,11 +164,60 @@ def grades_for_export(*, study: Study, grade_type: GradeType | None, current_onl
                 pending = next(entries, None)
             eye_list = ";".join(e for e, present in (("R", r), ("L", left), ("U", u)) if present)
             yield [
-                pk, study.name, code, eye_list, grader, type_name, kind, current, superseded or "",
+                pk, study_name, code, eye_list, grader, type_name, kind, current, superseded or "",
                 created.isoformat(), seconds, note, *answers,
             ]  # fmt: skip
 
     return Table(header=GRADE_COLUMNS + _unique_names(fields), rows=rows())
+
+
+def grades_for_export(*, study: Study, grade_type: GradeType | None, current_only: bool) -> Table:
+    """The wide grade table of a study (one grade type, or all of the study's)."""
+    grade_types = [grade_type] if grade_type else list(study.grade_types.order_by("name"))
+    grades = Grade.objects.filter(patient__study=study, grade_type__in=grade_types)
+    if current_only:
+        grades = grades.filter(is_current=True)
+    return grades_table(grades=grades, grade_types=grade_types)
+
+
+ENTRY_COLUMNS = [
+    "grade_id", "study", "patient_code", "grader", "grade_type", "kind", "is_current", "created_at",
+    "field", "value", "label", "ungradable",
+]  # fmt: skip
+
+
+def grade_entries_table(*, grades: QuerySet[Grade]) -> Table:
+    """One row per answer (long): the grade's facts, the field, the option's value and label."""
+    entries = (
+        GradeEntry.objects.filter(grade__in=grades.values("pk"))
+        .order_by("grade_id", "field__order", "field_id")
+        .values_list(
+            "grade_id",
+            "grade__patient__study__name",
+            "grade__patient__code",
+            "grade__grader__username",
+            "grade__grade_type__name",
+            "grade__kind",
+            "grade__is_current",
+            "grade__created_at",
+            "field__name",
+            "option__value",
+            "option__label",
+            "option__ungradable",
+        )  # fmt: skip
+        .iterator(chunk_size=CHUNK)
+    )
+
+    def rows() -> Iterator[list]:
+        for row in entries:
+            row = list(row)
+            row[7] = row[7].isoformat()
+            row[9] = row[9] or ""
+            row[10] = row[10] or ""
+            row[11] = bool(row[11])
+            yield row
+
+    return Table(header=ENTRY_COLUMNS, rows=rows())
 
 
 def split_of(*, patient_id: int, seed: int, split: tuple[int, int, int]) -> str:
@@ -217,4 +302,3 @@ def training_set(
             ]  # fmt: skip
 
     return Table(header=TRAINING_COLUMNS, rows=rows())
-

@@ -50,7 +50,9 @@ class GradeSerializer(serializers.ModelSerializer):
         fields = ["id", "grader", "grade_type", "kind", "created_at", "answers"]
 
     def get_answers(self, grade: Grade) -> dict[str, str | None]:
-        return {entry.field.name: entry.option.value if entry.option else None for entry in grade.entries.all()}
+        return {
+            entry.field.name: entry.option.value if entry.option else None for entry in grade.entries.all()
+        }
 
 
 class ImageSerializer(serializers.ModelSerializer):

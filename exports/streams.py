@@ -34,7 +34,9 @@ def _json(table: Table) -> Iterator[str]:
     yield "["
     first = True
     for row in table.rows:
-        yield ("" if first else ",") + "\n" + json.dumps(dict(zip(table.header, row, strict=True)), default=str)
+        yield (
+            ("" if first else ",") + "\n" + json.dumps(dict(zip(table.header, row, strict=True)), default=str)
+        )
         first = False
     yield "\n]\n"
 

@@ -1,0 +1,123 @@
+"""django-import-export resources: what the admin's Export and Import buttons read and write."""
+
+import tablib
+from import_export import fields, resources, widgets
+
+from grading.models import Grade
+from studies.models import Image, Patient, Study
+
+from . import selectors
+
+
+class StudyResource(resources.ModelResource):
+    region = fields.Field(attribute="region__name", column_name="region")
+    patients = fields.Field(attribute="patient_count", column_name="patients")
+    images = fields.Field(attribute="image_count", column_name="images")
+
+    class Meta:
+        model = Study
+        fields = [
+            "id", "name", "region", "description", "is_active", "masked_codes", "randomized_order",
+            "graders_per_patient", "repeat_share", "patients", "images", "created_at",
+        ]  # fmt: skip
+        export_order = fields
+
+
+class PatientResource(resources.ModelResource):
+    """Patients: exported with their study; imported into the study chosen on the import page."""
+
+    study = fields.Field(attribute="study", column_name="study", widget=widgets.ForeignKeyWidget(Study, "pk"))
+
+    class Meta:
+        model = Patient
+        fields = ["id", "study", "code", "age_years", "sex", "created_at"]
+        import_id_fields = ["study", "code"]
+        skip_unchanged = True
+        report_skipped = True
+        clean_model_instances = True
+
+    def __init__(self, study: Study | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.study = study
+
+    def get_import_fields(self):
+        return [self.fields[name] for name in ("study", "code", "age_years", "sex")]
+
+    def before_import(self, dataset, **kwargs):
+        columns = {header.strip().lower() for header in dataset.headers or []}
+        if "code" not in columns:
+            raise ValueError("The file needs a 'code' column (and may have 'age_years' and 'sex').")
+        if self.study is None:
+            raise ValueError("Choose the study to import the patients into.")
+
+    def before_import_row(self, row, **kwargs):
+        row["study"] = self.study.pk  # the study chosen on the page, whatever the file says
+        if row.get("sex"):
+            row["sex"] = str(row["sex"]).strip().upper()[:1]
+        if "code" in row and row["code"] is not None:
+            row["code"] = str(row["code"]).strip()
+
+
+class ImageResource(resources.ModelResource):
+    study = fields.Field(attribute="study__name", column_name="study")
+    patient_code = fields.Field(attribute="patient__code", column_name="patient_code")
+    storage_key = fields.Field(attribute="file__name", column_name="storage_key")
+
+    class Meta:
+        model = Image
+        fields = [
+            "id", "study", "patient_code", "eye", "storage_key", "sha256", "width", "height", "bytes",
+            "original_name", "uploaded_at",
+        ]  # fmt: skip
+        export_order = fields
+
+
+class _TableResource(resources.ModelResource):
+    """A resource whose export is a table built by a selector, with columns of its own."""
+
+    class Meta:
+        model = Grade
+        fields = []
+
+    def table(self, queryset) -> selectors.Table:
+        raise NotImplementedError
+
+    def export(self, queryset=None, **kwargs) -> tablib.Dataset:
+        table = self.table(queryset if queryset is not None else Grade.objects.all())
+        dataset = tablib.Dataset(headers=table.header)
+        for row in table.rows:
+            dataset.append([_escaped(cell) for cell in row])
+        return dataset
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _escaped(cell):
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
+class GradeWideResource(_TableResource):
+    """Grades, one row per grade, one column per field."""
+
+    class Meta:
+        model = Grade
+        fields = []
+        name = "Grades, one row per grade (wide)"
+
+    def table(self, queryset):
+        return selectors.grades_table(grades=queryset)
+
+
+class GradeLongResource(_TableResource):
+    """Grades, one row per answer."""
+
+    class Meta:
+        model = Grade
+        fields = []
+        name = "Grades, one row per answer (long)"
+
+    def table(self, queryset):
+        return selectors.grade_entries_table(grades=queryset)

@@ -1,0 +1,17 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from . import views
+
+urlpatterns = [
+    path("auth/login/", views.LoginView.as_view(), name="api-login"),
+    path("auth/logout/", views.LogoutView.as_view(), name="api-logout"),
+    path("auth/logoutall/", views.LogoutAllView.as_view(), name="api-logoutall"),
+    path("studies/", views.StudyList.as_view(), name="api-studies"),
+    path("images/", views.ImageList.as_view(), name="api-images"),
+    path("images/<int:pk>/file/", views.ImageFile.as_view(), name="api-image-file"),
+    path("grades/", views.GradeExport.as_view(), name="api-grades"),
+    path("training-set/", views.TrainingSet.as_view(), name="api-training-set"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
