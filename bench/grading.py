@@ -107,7 +107,7 @@ def measure(study, grader, repeats: int) -> dict:
     from django.test import Client
     from django.urls import reverse
 
-    from tests.grading.conftest import answers_for, progress_of
+    from tests.grading_support import answers_for, progress_of
 
     client = Client()
     client.force_login(grader)
@@ -136,7 +136,7 @@ def run(sizes: list[int], repeats: int) -> None:
 
     from accounts.services import user_ensure
     from grading.services import grade_types_import
-    from tests.grading.conftest import SCHEMES
+    from tests.grading_support import SCHEMES
 
     graders = [
         user_ensure(username=f"bench-grader{n}", password="x", groups=("Graders",))[0] for n in range(3)

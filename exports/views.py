@@ -13,7 +13,7 @@ from rest_framework import serializers
 from rest_framework.authentication import BasicAuthentication
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from studies.models import Image
@@ -38,13 +38,27 @@ TOKEN_RESPONSE = inline_serializer(
 )
 
 
+class LoginRateThrottle(SimpleRateThrottle):
+    """Login attempts per client address, failed ones included."""
+
+    scope = "api_login"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
 class LoginView(knox_views.LoginView):
     """POST with HTTP Basic credentials of a Data team member: a token and its expiry."""
 
     authentication_classes = [BasicAuthentication]
     permission_classes = [IsDataTeam]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "api_login"
+    throttle_classes = []  # counted in initial(), before the credentials are checked
+
+    def initial(self, request, *args, **kwargs):
+        throttle = LoginRateThrottle()
+        if not throttle.allow_request(request, self):
+            self.throttled(request, throttle.wait())
+        super().initial(request, *args, **kwargs)
 
     def get_token_ttl(self):
         return settings.REST_KNOX["TOKEN_TTL"]  # read now, not at import

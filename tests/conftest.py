@@ -7,6 +7,7 @@ from accounts import roles
 from studies.services import images_upload
 from tests import images
 from tests.factories import PatientFactory, StudyFactory, UserFactory
+from tests.grading_support import follicles, graders, grading_study, make_patients, who  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from grading.models import Grade, GradeEntry, GradeOption
 from grading.services import answer_key, grade_submit
 from tests.factories import PatientFactory, StudyFactory, UserFactory
-from tests.grading.conftest import answers_for, submit
+from tests.grading_support import answers_for, submit
 
 
 def test_submit_saves_one_grade_per_grade_type_with_every_entry(

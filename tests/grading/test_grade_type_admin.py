@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from grading.models import GradeType
-from tests.grading.conftest import SCHEMES, submit
+from tests.grading_support import SCHEMES, submit
 
 
 def inline(n: int, name: str, options: str, required=True, order=None, **extra) -> dict:

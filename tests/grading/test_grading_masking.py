@@ -9,7 +9,7 @@ from grading.models import Grade
 from studies.services import images_upload
 from tests import images
 from tests.factories import UserFactory
-from tests.grading.conftest import answers_for, progress_of, submit
+from tests.grading_support import answers_for, progress_of, submit
 
 
 @pytest.fixture

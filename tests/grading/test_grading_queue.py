@@ -12,7 +12,7 @@ from grading.models import Grade
 from studies.models import Image, Patient
 from tests import images
 from tests.factories import StudyFactory
-from tests.grading.conftest import next_for, progress_of, queue_order, submit
+from tests.grading_support import next_for, progress_of, queue_order, submit
 
 
 def order_of(study, grader):
