@@ -188,6 +188,13 @@ elif TASKS_BACKEND == "immediate":
 else:
     raise ImproperlyConfigured("TASKS_BACKEND must be 'immediate' or 'database'")
 
+# Cache (login throttling). Per process by default; CACHE_BACKEND=database shares it between
+# app servers through PostgreSQL (run `manage.py createcachetable` once).
+if env("CACHE_BACKEND", "local") == "database":
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "gc_cache"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # E-mail (password reset). Console by default; SMTP when EMAIL_HOST is set.
 EMAIL_HOST = env("EMAIL_HOST")
 if EMAIL_HOST:

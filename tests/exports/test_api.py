@@ -406,3 +406,14 @@ def test_s3_image_url_from_the_api_downloads_the_stored_bytes(s3_storage, api, g
         assert downloaded == handle.read()
     assert row["storage_key"] == image.file.name
     assert not row["storage_key"].startswith("http")
+
+
+def test_api_docs_work_offline(client, db):
+    import re
+
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.content.decode())
+    assert assets and all(asset.startswith("/static/") for asset in assets), assets
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200 and b"/api/training-set/" in schema.content
