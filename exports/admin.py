@@ -34,6 +34,7 @@ admin.site.unregister(Study)
 @admin.register(Study)
 class ExportStudyAdmin(ExportsMixin, GradingStudyAdmin):
     resource_classes = [resources.StudyResource]
+    change_form_template = GradingStudyAdmin.change_form_template  # keeps "Import a field day"
 
 
 class PatientImportForm(ImportForm):
@@ -52,6 +53,7 @@ admin.site.unregister(Patient)
 @admin.register(Patient)
 class ExportPatientAdmin(ExportsMixin, ImportExportMixin, GradingPatientAdmin):
     resource_classes = [resources.PatientResource]
+    change_form_template = GradingPatientAdmin.change_form_template  # keeps the photo upload
     import_form_class = PatientImportForm
     confirm_form_class = PatientConfirmImportForm
 

@@ -12,9 +12,11 @@ import io
 import json
 import os
 import traceback
+from urllib.parse import parse_qsl
 
 import pytest
 import schemathesis
+from django.conf import settings as django_settings
 from django.core.signals import got_request_exception
 from django.test import Client
 from django.test.client import ClientHandler
@@ -120,7 +122,7 @@ class InProcessApp:
 
 
 @pytest.fixture
-def api_data(tmp_path):
+def api_data():
     """A Data team token, and a study graded with the WHO grade type, with photos."""
     from grading import services
 
@@ -218,14 +220,59 @@ def test_get_endpoints_never_answer_a_server_error(path, mode, api_data):
         statuses.append(response.status_code)
         try:
             case.validate_response(response, checks=[not_a_server_error])
-        except Exception as failure:
+        except (Exception, BaseExceptionGroup) as failure:  # schemathesis FailureGroup
             raise AssertionError(
                 f"{failure}\nServer traceback:\n" + ("\n".join(app.errors) or "(none recorded)")
             ) from None
 
     check()
-    print("STATUS", path, mode.value, sorted(__import__("collections").Counter(statuses).items()))
     # The token works and real data was reached: not every answer is a refusal.
     assert 401 not in statuses and 403 not in statuses, statuses
     if mode is GenerationMode.POSITIVE:
         assert 200 in statuses, statuses
+
+
+ON_SQLITE = django_settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+BAD_CALENDAR_DATE = pytest.mark.xfail(
+    strict=True,
+    reason="app bug: exports.params.moment lets django's parse_datetime/parse_date raise ValueError "
+    "(e.g. 'day is out of range for month') for a well-formed but impossible date: a 500, not a 400",
+)
+DATE_OUT_OF_RANGE = pytest.mark.xfail(
+    ON_SQLITE,
+    strict=True,
+    reason="app bug (SQLite): an aware date-time at the edge of datetime's range overflows when "
+    "converted to UTC for the query (OverflowError: date value out of range): a 500, not a 400",
+)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param("updated_since=2020-02-30T00:00:00", marks=BAD_CALENDAR_DATE),
+        pytest.param("updated_since=2020-02-30", marks=BAD_CALENDAR_DATE),
+        pytest.param("updated_since=0001-01-01T00:00:00%2B14:00", marks=DATE_OUT_OF_RANGE),
+        pytest.param("updated_since=9999-12-31T23:59:59-14:00", marks=DATE_OUT_OF_RANGE),
+        "updated_since=0001-01-01",
+        pytest.param("updated_since=2020-13-01T00:00:00", marks=BAD_CALENDAR_DATE),
+        "study=99999999999999999999999",
+        "limit=99999999999999999999999",
+        "cursor=%00",
+        "eye=%C4%B0",
+        "study=%D9%A1",
+    ],
+)
+def test_edge_inputs_never_answer_a_server_error(query, api_data):
+    """Inputs the bounded run above rarely draws (found by hand): each must be a 2xx or a 4xx."""
+    app = InProcessApp()
+    schema = schemathesis.openapi.from_dict(_schema_dict())
+    case = schema["/api/images/"]["GET"].Case(
+        query=dict(parse_qsl(query, keep_blank_values=True)),
+        headers={"Authorization": f"Token {api_data['token']}"},
+    )
+    response = case.call(app=app)
+    try:
+        case.validate_response(response, checks=[not_a_server_error])
+    except (Exception, BaseExceptionGroup) as failure:  # schemathesis FailureGroup
+        raise AssertionError(f"{failure}\nServer traceback:\n" + "\n".join(app.errors)) from None
