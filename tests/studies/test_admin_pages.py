@@ -147,7 +147,11 @@ def test_deleting_a_study_with_patients_is_refused(admin_client, patient):
 
 
 def test_study_page_links_to_the_field_day_import_and_patient_page_loads_the_uploader(admin_client, patient):
-    study_page = admin_client.get(reverse("admin:studies_study_change", args=[patient.study_id])).content.decode()
+    study_page = admin_client.get(
+        reverse("admin:studies_study_change", args=[patient.study_id])
+    ).content.decode()
     assert reverse("admin:studies_study_import", args=[patient.study_id]) in study_page
-    patient_page = admin_client.get(reverse("admin:studies_patient_change", args=[patient.pk])).content.decode()
+    patient_page = admin_client.get(
+        reverse("admin:studies_patient_change", args=[patient.pk])
+    ).content.decode()
     assert "gradingcenter/upload.js" in patient_page and "gc-upload-progress" in patient_page
