@@ -122,9 +122,34 @@ admin.site.unregister(User)
 
 @admin.register(User)
 class GradingCenterUserAdmin(UserAdmin):
+    """Users; only superusers issue API tokens, grant superuser status or edit superusers."""
+
     actions = ["issue_api_token"]
 
-    @admin.action(description="Issue an API token (shown once)", permissions=["change"])
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if request.user.is_superuser or obj is None:
+            return fieldsets
+        limited = []
+        for name, options in fieldsets:
+            kept = [f for f in options.get("fields", ()) if f not in ("is_superuser", "user_permissions")]
+            limited.append((name, {**options, "fields": kept}))
+        return limited
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def has_issue_token_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    @admin.action(description="Issue an API token (shown once)", permissions=["issue_token"])
     def issue_api_token(self, request, queryset):
         issued, refused = [], []
         for user in queryset:

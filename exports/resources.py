@@ -8,8 +8,32 @@ from studies.models import Image, Patient, Study
 
 from . import selectors
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-class StudyResource(resources.ModelResource):
+
+def _escaped(cell):
+    """A cell a spreadsheet would run as a formula, quoted with a leading apostrophe."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
+class EscapedResource(resources.ModelResource):
+    """Exports with formulas quoted, and numbers and dates kept as such in XLSX."""
+
+    def export_field(self, field, instance, **kwargs):
+        return _escaped(super().export_field(field, instance, **kwargs))
+
+
+class AgeWidget(widgets.IntegerWidget):
+    def clean(self, value, row=None, **kwargs):
+        try:
+            return super().clean(value, row=row, **kwargs)
+        except ArithmeticError:  # decimal's error for text such as "abc"
+            raise ValueError(f"{value!r} is not a whole number of years.") from None
+
+
+class StudyResource(EscapedResource):
     region = fields.Field(attribute="region__name", column_name="region")
     patients = fields.Field(attribute="patient_count", column_name="patients")
     images = fields.Field(attribute="image_count", column_name="images")
@@ -23,10 +47,11 @@ class StudyResource(resources.ModelResource):
         export_order = fields
 
 
-class PatientResource(resources.ModelResource):
+class PatientResource(EscapedResource):
     """Patients: exported with their study; imported into the study chosen on the import page."""
 
     study = fields.Field(attribute="study", column_name="study", widget=widgets.ForeignKeyWidget(Study, "pk"))
+    age_years = fields.Field(attribute="age_years", column_name="age_years", widget=AgeWidget())
 
     class Meta:
         model = Patient
@@ -44,21 +69,24 @@ class PatientResource(resources.ModelResource):
         return [self.fields[name] for name in ("study", "code", "age_years", "sex")]
 
     def before_import(self, dataset, **kwargs):
-        columns = {header.strip().lower() for header in dataset.headers or []}
-        if "code" not in columns:
+        dataset.headers = [str(header or "").strip().lower() for header in dataset.headers or []]
+        if "code" not in dataset.headers:
             raise ValueError("The file needs a 'code' column (and may have 'age_years' and 'sex').")
         if self.study is None:
             raise ValueError("Choose the study to import the patients into.")
+        # Every row goes to the study chosen on the page, whatever the file says.
+        if "study" in dataset.headers:
+            del dataset["study"]
+        dataset.append_col([self.study.pk] * dataset.height, header="study")
 
     def before_import_row(self, row, **kwargs):
-        row["study"] = self.study.pk  # the study chosen on the page, whatever the file says
         if row.get("sex"):
             row["sex"] = str(row["sex"]).strip().upper()[:1]
         if "code" in row and row["code"] is not None:
             row["code"] = str(row["code"]).strip()
 
 
-class ImageResource(resources.ModelResource):
+class ImageResource(EscapedResource):
     study = fields.Field(attribute="study__name", column_name="study")
     patient_code = fields.Field(attribute="patient__code", column_name="patient_code")
     storage_key = fields.Field(attribute="file__name", column_name="storage_key")
@@ -88,15 +116,6 @@ class _TableResource(resources.ModelResource):
         for row in table.rows:
             dataset.append([_escaped(cell) for cell in row])
         return dataset
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _escaped(cell):
-    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
-        return "'" + cell
-    return cell
 
 
 class GradeWideResource(_TableResource):

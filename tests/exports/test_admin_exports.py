@@ -333,14 +333,7 @@ def test_study_export_holds_the_studies_of_the_filtered_region(admin_client, lis
     [
         "csv",
         "json",
-        pytest.param(
-            "xlsx",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="App bug: IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT runs str() on every native "
-                "cell of a binary export: a missing age is written as the text 'None' in XLSX.",
-            ),
-        ),
+        "xlsx",
     ],
 )
 def test_a_missing_age_exports_as_an_empty_cell(admin_client, listed, fmt):
@@ -378,11 +371,6 @@ def test_cells_starting_with_a_formula_are_escaped_in_csv(
         assert not any(cell.startswith("=") for row in table.rows for cell in row.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="App bug: patient, image and study exports only get django-import-export's escaping, which "
-    "handles a leading '=' only; '+', '-', '@' (escaped in the grade tables) reach spreadsheets as formulas.",
-)
 def test_other_formula_starts_are_escaped_in_the_patient_csv(admin_client, study):
     for code in ("+1+1", "-1+1", "@SUM(1+1)"):
         PatientFactory(study=study, code=code)
@@ -439,12 +427,6 @@ def test_data_team_exports_every_grade(client_for, data_member, graded):
 
 # 4. Patients imported from a file ------------------------------------------------
 
-IMPORT_BUG = (
-    "App bug: PatientResource.Meta.import_id_fields includes 'study', which the file has no column for; "
-    "django-import-export checks the file's headers right after before_import(), so every file with "
-    "code, age_years, sex is refused ('... not present in the file headers: study'): nothing can be imported."
-)
-
 
 def csv_file(text: str) -> SimpleUploadedFile:
     return SimpleUploadedFile("patients.csv", text.encode(), content_type="text/csv")
@@ -479,7 +461,6 @@ def import_errors(page) -> str:
     return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", below_the_form)))
 
 
-@pytest.mark.xfail(strict=True, reason=IMPORT_BUG)
 def test_patients_are_imported_into_the_chosen_study_after_a_preview(client_for, collector):
     other, study = StudyFactory(name="Amhara 2024"), StudyFactory(name="Oromia 2025")
     client = client_for(collector)
@@ -500,7 +481,6 @@ def test_patients_are_imported_into_the_chosen_study_after_a_preview(client_for,
     assert patients_of(other) == []
 
 
-@pytest.mark.xfail(strict=True, reason=IMPORT_BUG)
 def test_reimporting_the_same_codes_updates_or_skips_instead_of_duplicating(client_for, collector, study):
     client = client_for(collector)
     confirm(client, preview(client, study, "code,age_years,sex\nOR-001,5,F\nOR-002,,M\n"))
@@ -519,23 +499,9 @@ def test_reimporting_the_same_codes_updates_or_skips_instead_of_duplicating(clie
 @pytest.mark.parametrize(
     "row, message",
     [
-        pytest.param(
-            "OR-002,5,X", "is not a valid choice", marks=pytest.mark.xfail(strict=True, reason=IMPORT_BUG)
-        ),
-        pytest.param(
-            "OR-002,200,F",
-            "less than or equal to 130",
-            marks=pytest.mark.xfail(strict=True, reason=IMPORT_BUG),
-        ),
-        pytest.param(
-            "OR-002,abc,F",
-            "age_years",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=IMPORT_BUG + " Also: a non-numeric age gives an unclear error: IntegerWidget raises "
-                "decimal.InvalidOperation, shown as '[<class decimal.ConversionSyntax>]' without the column.",
-            ),
-        ),
+        ("OR-002,5,X", "is not a valid choice"),
+        ("OR-002,200,F", "less than or equal to 130"),
+        ("OR-002,abc,F", "is not a whole number of years"),
     ],
 )
 def test_a_bad_sex_or_age_is_shown_in_the_preview_and_nothing_is_saved(
@@ -568,11 +534,6 @@ def test_a_file_without_a_code_column_is_refused_with_a_clear_message(client_for
     assert Patient.objects.count() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="App bug: Jazzmin's admin/import_export/import.html prints every error's Python traceback "
-    "(server paths, code) and ignores the admin's import_error_display = ('message',).",
-)
 def test_import_errors_are_shown_without_a_python_traceback(client_for, collector, study):
     page = preview(client_for(collector), study, "patient,age_years,sex\nOR-001,5,F\n")
 
@@ -655,3 +616,22 @@ def test_no_token_for_a_user_outside_the_data_team(admin_client, grader, data_me
     assert len(shown_tokens(both)) == 1
     assert [t.user for t in AuthToken.objects.all()] == [data_member]
     assert any("grader is not in the Data team" in str(m) for m in both.context["messages"])
+
+
+def test_only_superusers_issue_tokens_or_touch_superusers(client_for, study_admin, admin_user, data_member):
+    client = client_for(study_admin)
+    changelist = client.get(reverse("admin:auth_user_changelist"))
+    assert changelist.status_code == 200
+    assert "issue_api_token" not in changelist.content.decode()
+    response = client.post(
+        reverse("admin:auth_user_changelist"),
+        {"action": "issue_api_token", "_selected_action": [data_member.pk]},
+    )
+    assert not AuthToken.objects.exists()
+    assert response.status_code in (200, 302)
+    superuser_page = client.get(reverse("admin:auth_user_change", args=[admin_user.pk])).content.decode()
+    assert 'name="username"' not in superuser_page  # shown read-only
+    refused = client.post(reverse("admin:auth_user_change", args=[admin_user.pk]), {"username": "taken"})
+    assert refused.status_code == 403
+    own_page = client.get(reverse("admin:auth_user_change", args=[data_member.pk])).content.decode()
+    assert 'name="is_superuser"' not in own_page and 'name="user_permissions"' not in own_page
