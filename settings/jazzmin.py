@@ -52,6 +52,7 @@ JAZZMIN_SETTINGS = {
         "grading.GradeOption": "fas fa-dot-circle",
         "grading.Grade": "fas fa-check-square",
         "grading.GradeEntry": "fas fa-check",
+        "knox.AuthToken": "fas fa-key",
     },
     "custom_links": {
         "grading": [{"name": "My grading", "url": "admin:grading_dashboard", "icon": "fas fa-pen"}],
