@@ -1,6 +1,6 @@
 """Query parameters of the API: parsed strictly, each error naming its parameter."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -9,6 +9,8 @@ from rest_framework.exceptions import ValidationError
 from grading.models import GradeField, GradeType
 from studies.models import Eye, Study
 
+MIN_MOMENT = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_MOMENT = datetime(9000, 1, 1, tzinfo=UTC)
 TRUE = {"true", "1", "yes"}
 FALSE = {"false", "0", "no"}
 
@@ -96,15 +98,25 @@ def moment(params, name: str) -> datetime | None:
     value = params.get(name)
     if value in (None, ""):
         return None
-    parsed = parse_datetime(value)
+    problem = f"{name} must be an ISO 8601 date or date-time, such as 2026-11-03 or 2026-11-03T14:00:00Z"
+    try:
+        parsed = parse_datetime(value)
+        if parsed is None:
+            day = parse_date(value)
+            parsed = None if day is None else datetime(day.year, day.month, day.day)
+    except ValueError:  # well formed but impossible, such as 2026-02-30
+        raise _bad(name, f"{problem}; {value!r} is not a real date.") from None
     if parsed is None:
-        day = parse_date(value)
-        if day is not None:
-            parsed = datetime(day.year, day.month, day.day)
-    if parsed is None:
-        raise _bad(name, f"{name} must be an ISO 8601 date or date-time, not {value!r}.")
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed, timezone.get_default_timezone())
+        raise _bad(name, f"{problem}, not {value!r}.")
+    try:
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed, timezone.get_default_timezone())
+        # UTC, and within what every database stores (PostgreSQL refuses offsets past 15:59).
+        parsed = parsed.astimezone(UTC)
+        if not MIN_MOMENT <= parsed <= MAX_MOMENT:
+            raise OverflowError
+    except (OverflowError, ValueError):
+        raise _bad(name, f"{name} must be between the years 1900 and 9000.") from None
     return parsed
 
 

@@ -66,7 +66,7 @@ class LoginView(knox_views.LoginView):
     def get_post_response_data(self, request, token, instance):
         return {"token": token, "expiry": self.format_expiry_datetime(instance.expiry)}
 
-    @extend_schema(request=None, responses={200: TOKEN_RESPONSE}, auth=[{"basicAuth": []}])
+    @extend_schema(request=None, responses={200: TOKEN_RESPONSE})
     def post(self, request, format=None):
         return super().post(request, format=format)
 

@@ -138,6 +138,7 @@ class Image(models.Model):
         indexes = [
             models.Index(fields=["file"], name="image_file_key"),
             models.Index(fields=["thumbnail"], name="image_thumbnail_key"),
+            models.Index(fields=["patient", "eye"], name="image_patient_eye"),
         ]
 
     def __str__(self) -> str:

@@ -417,3 +417,14 @@ def test_api_docs_work_offline(client, db):
     assert assets and all(asset.startswith("/static/") for asset in assets), assets
     schema = client.get("/api/schema/")
     assert schema.status_code == 200 and b"/api/training-set/" in schema.content
+
+
+@pytest.mark.parametrize(
+    "value", ["2026-02-30", "2026-13-01T00:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+)
+def test_impossible_or_out_of_range_dates_are_400(api, db, value):
+    from urllib.parse import quote
+
+    response = api.get(f"/api/images/?updated_since={quote(value)}")
+    assert response.status_code == 400
+    assert "updated_since" in response.json()
