@@ -5,6 +5,7 @@ import io
 import json
 from collections.abc import Iterator
 
+from django.db import transaction
 from django.http import StreamingHttpResponse
 
 from .selectors import Table
@@ -45,11 +46,20 @@ def _json(table: Table) -> Iterator[bytes]:
     yield "".join(parts).encode()
 
 
+def _in_one_transaction(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    # Inside a transaction PostgreSQL streams the cursors as read; outside one (autocommit)
+    # Django must declare them WITH HOLD, and the server runs each query to the end first.
+    with transaction.atomic():
+        yield from chunks
+
+
 def table_response(table: Table, *, file_format: str, filename: str) -> StreamingHttpResponse:
     if file_format == "csv":
-        response = StreamingHttpResponse(_csv(table), content_type="text/csv; charset=utf-8")
+        response = StreamingHttpResponse(
+            _in_one_transaction(_csv(table)), content_type="text/csv; charset=utf-8"
+        )
     else:
-        response = StreamingHttpResponse(_json(table), content_type="application/json")
+        response = StreamingHttpResponse(_in_one_transaction(_json(table)), content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="{filename}.{file_format}"'
     response["Cache-Control"] = "no-store"
     return response
