@@ -81,7 +81,15 @@ def static_failures(page):
             and failures.append(f"{response.status} {response.url}")
         ),
     )
-    page.on("requestfailed", lambda request: "/static/" in request.url and failures.append(request.url))
+    # A request the browser dropped itself (the upload script replaces the page) is no failure.
+    page.on(
+        "requestfailed",
+        lambda request: (
+            "/static/" in request.url
+            and "ERR_ABORTED" not in (request.failure or "")
+            and failures.append(f"{request.url} ({request.failure})")
+        ),
+    )
     return failures
 
 
