@@ -53,12 +53,10 @@ class GradeTypeAdmin(admin.ModelAdmin):
                 and inline_form.cleaned_data
                 and not inline_form.cleaned_data.get("DELETE")
             ):
-                try:
-                    services.grade_field_options_set(
-                        grade_field=inline_form.instance, options=inline_form.cleaned_data["options_text"]
-                    )
-                except ValidationError as error:
-                    messages.error(request, " ".join(error.messages))
+                # GradeFieldForm has refused removing an option used in grades.
+                services.grade_field_options_set(
+                    grade_field=inline_form.instance, options=inline_form.cleaned_data["options_text"]
+                )
         return fields
 
     @admin.display(description="fields")
@@ -188,6 +186,22 @@ class GradeAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return selectors.grades_visible_to(user=request.user).prefetch_related(ENTRIES)
 
+    @staticmethod
+    def _sees_all(request) -> bool:
+        return request.user.is_superuser or request.user.has_perm("grading.view_all_grades")
+
+    def get_fields(self, request, obj=None):
+        if self._sees_all(request):
+            return self.fields
+        # A grader sees their own grades with the patient as masked as on the grading pages.
+        return ["patient_code", *[f for f in self.fields if f != "patient"]]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.get_fields(request, obj)
+
+    def get_search_fields(self, request):
+        return self.search_fields if self._sees_all(request) else ["note"]
+
     def get_list_filter(self, request):
         filters = [("patient__study", admin.RelatedOnlyFieldListFilter), "grade_type", "kind", CurrentFilter]
         if request.user.is_superuser or request.user.has_perm("grading.view_all_grades"):
@@ -205,7 +219,17 @@ class GradeAdmin(admin.ModelAdmin):
 
     @admin.display(description="patient", ordering="patient__code")
     def patient_code(self, grade: Grade) -> str:
+        if grade.patient.study.masked_codes and not self._sees_all(self._request):
+            return "masked"
         return grade.patient.code
+
+    def changelist_view(self, request, extra_context=None):
+        self._request = request  # patient_code() needs to know who is looking
+        return super().changelist_view(request, extra_context)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        self._request = request
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="study", ordering="patient__study__name")
     def study(self, grade: Grade) -> str:
@@ -222,7 +246,9 @@ class GradeEntryAdmin(admin.ModelAdmin):
 
     list_display = ["grade", "field", "option"]
     list_filter = ["field__grade_type", "field"]
-    list_select_related = ["grade__patient__study", "grade__grade_type", "grade__grader", "field", "option"]
+    list_select_related = [
+        "grade__patient__study", "grade__grade_type", "grade__grader", "field__grade_type", "option",
+    ]  # fmt: skip
 
     def has_add_permission(self, request):
         return False
@@ -284,7 +310,7 @@ class GradingStudyAdmin(StudyAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         services.study_grade_types_set(study=form.instance, grade_types=form.cleaned_data["grade_types"])
-        if change and {"graders_per_patient", "repeat_share"} & set(form.changed_data):
+        if change and {"graders_per_patient", "repeat_share", "randomized_order"} & set(form.changed_data):
             services.queues_refresh(study=form.instance)
 
 

@@ -63,7 +63,17 @@ class GradeFieldForm(forms.ModelForm):
             self.fields["options_text"].initial = options_format(self.instance)
 
     def clean_options_text(self):
-        return options_parse(self.cleaned_data["options_text"])
+        options = options_parse(self.cleaned_data["options_text"])
+        if self.instance.pk:
+            kept = {spec["value"] for spec in options}
+            used = [
+                o.value for o in self.instance.options.all() if o.value not in kept and o.entries.exists()
+            ]
+            if used:
+                raise forms.ValidationError(
+                    f"The option(s) {', '.join(used)} are used in grades and cannot be removed."
+                )
+        return options
 
 
 class StudyGradingForm(forms.ModelForm):

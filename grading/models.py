@@ -107,7 +107,8 @@ class Grade(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.grade_type} of {self.patient.code} by {self.grader}"
+        # No patient code: graders see this title, and codes may be masked from them.
+        return f"{self.grade_type} grade #{self.pk} by {self.grader}"
 
 
 class GradeEntry(models.Model):
@@ -135,8 +136,9 @@ class GraderQueue(models.Model):
     grader = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="grader_queues"
     )
-    # Patients of the study up to this id have an entry; newer ones are added on the next visit.
-    last_patient_id = models.BigIntegerField(default=0)
+    # How many patients the study had at the last visit: any change sends the next visit
+    # looking for patients without an entry (ids alone would miss those committed late).
+    known_patients = models.PositiveIntegerField(default=0)
     shown = models.PositiveIntegerField(default=0, help_text="Patients graded so far, repeats included.")
     graded = models.PositiveIntegerField(default=0)
     pending = models.PositiveIntegerField(default=0)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -41,21 +41,20 @@ def queue_sync(*, study: Study, grader: AbstractBaseUser) -> GraderQueue:
     """The grader's queue of the study, with every patient of the study in it.
 
     The first visit places every patient at the grader's own random
-    position; later visits add only patients created since (one indexed
-    query when there are none).
+    position; later visits add the patients created since. When the study's
+    patient count has not changed, that costs one indexed count.
     """
     queue, _ = GraderQueue.objects.get_or_create(study=study, grader=grader)
-    if not Patient.objects.filter(study=study, pk__gt=queue.last_patient_id).exists():
+    patients = Patient.objects.filter(study=study)
+    if patients.count() == queue.known_patients:
         return queue
     with transaction.atomic():
         queue = GraderQueue.objects.select_for_update().get(pk=queue.pk)
         new = list(
-            Patient.objects.filter(study=study, pk__gt=queue.last_patient_id)
+            patients.exclude(Exists(QueueEntry.objects.filter(queue=queue, patient=OuterRef("pk"))))
             .order_by("pk")
             .values_list("pk", flat=True)
         )
-        if not new:
-            return queue
         mine = set(
             Grade.objects.filter(
                 patient__in=new, grader=grader, kind=Grade.Kind.REGULAR, is_current=True
@@ -64,7 +63,6 @@ def queue_sync(*, study: Study, grader: AbstractBaseUser) -> GraderQueue:
         full = _patients_with_enough_graders(study, new)
         entries = []
         for patient_id in new:
-            chosen = selectors.repeat_drawn(study=study, grader=grader, patient_id=patient_id)
             if patient_id in mine:
                 state = QueueEntry.State.GRADED
             elif patient_id in full:
@@ -76,17 +74,17 @@ def queue_sync(*, study: Study, grader: AbstractBaseUser) -> GraderQueue:
                 patient_id=patient_id,
                 position=selectors.queue_position(study=study, grader=grader, patient_id=patient_id),
                 state=state,
-                repeat_chosen=chosen,
+                repeat_chosen=selectors.repeat_drawn(study=study, grader=grader, patient_id=patient_id),
             )
             if state == QueueEntry.State.GRADED:  # graded before the queue existed
                 queue.shown += 1
                 entry.shown_number = queue.shown
             entries.append(entry)
         QueueEntry.objects.bulk_create(entries, batch_size=2000)
-        queue.last_patient_id = new[-1]
+        queue.known_patients = patients.count()
         queue.pending += sum(entry.state == QueueEntry.State.PENDING for entry in entries)
         queue.graded += sum(entry.state == QueueEntry.State.GRADED for entry in entries)
-        queue.save(update_fields=["last_patient_id", "pending", "graded", "shown", "updated_at"])
+        queue.save(update_fields=["known_patients", "pending", "graded", "shown", "updated_at"])
     return queue
 
 
@@ -99,7 +97,8 @@ def _queue_entry_locked(*, study: Study, patient: Patient, grader: AbstractBaseU
         .values("n")
     )
     entries = (
-        QueueEntry.objects.select_for_update()
+        # Lock the entry and its queue only, not the study joined in for the assignment check.
+        QueueEntry.objects.select_for_update(of=("self", "queue"))
         .select_related("queue")
         .filter(
             queue__study=study,
@@ -160,8 +159,9 @@ def _queues_close(*, patient_ids) -> None:
 def queues_refresh(*, study: Study) -> None:
     """Bring every grader's queue in line with the study's rules after they changed.
 
-    Patients open or close as "graders wanted" moved; the repeat draw follows
-    the repeat share (repeats already given stay).
+    Patients open or close as "graders wanted" moved; positions follow the
+    randomized-order rule; the repeat draw follows the repeat share (repeats
+    already given stay).
     """
     full = _patients_with_enough_graders(study, Patient.objects.filter(study=study).values("pk"))
     entries = QueueEntry.objects.filter(queue__study=study)
@@ -169,23 +169,30 @@ def queues_refresh(*, study: Study) -> None:
     entries.filter(state=QueueEntry.State.CLOSED).exclude(patient__in=full).update(
         state=QueueEntry.State.PENDING
     )
+    repeated = set(
+        Grade.objects.filter(patient__study=study, kind=Grade.Kind.REPEAT).values_list(
+            "patient_id", "grader_id"
+        )
+    )
     for queue in GraderQueue.objects.filter(study=study).select_related("grader"):
+        grader = queue.grader
         changed = []
-        for entry in queue.entries.only("pk", "patient_id", "repeat_chosen", "repeat_pending", "state"):
-            chosen = selectors.repeat_drawn(study=study, grader=queue.grader, patient_id=entry.patient_id)
-            if chosen != entry.repeat_chosen:
-                entry.repeat_chosen = chosen
-                entry.repeat_pending = (
-                    chosen
-                    and entry.state == QueueEntry.State.GRADED
-                    and not (
-                        Grade.objects.filter(
-                            patient_id=entry.patient_id, grader=queue.grader, kind=Grade.Kind.REPEAT
-                        ).exists()
-                    )
-                )
-                changed.append(entry)
-        QueueEntry.objects.bulk_update(changed, ["repeat_chosen", "repeat_pending"], batch_size=1000)
+        for entry in queue.entries.only(
+            "pk", "patient_id", "position", "repeat_chosen", "repeat_pending", "state"
+        ):
+            entry.position = selectors.queue_position(study=study, grader=grader, patient_id=entry.patient_id)
+            entry.repeat_chosen = selectors.repeat_drawn(
+                study=study, grader=grader, patient_id=entry.patient_id
+            )
+            entry.repeat_pending = (
+                entry.repeat_chosen
+                and entry.state == QueueEntry.State.GRADED
+                and (entry.patient_id, grader.pk) not in repeated
+            )
+            changed.append(entry)
+        QueueEntry.objects.bulk_update(
+            changed, ["position", "repeat_chosen", "repeat_pending"], batch_size=1000
+        )
         queue.pending = queue.entries.filter(state=QueueEntry.State.PENDING).count()
         queue.save(update_fields=["pending", "updated_at"])
 
@@ -251,10 +258,10 @@ def grade_submit(
     try:
         with transaction.atomic():
             entry = _queue_entry_locked(study=study, patient=patient, grader=grader)
-            if regrade or entry.state != QueueEntry.State.GRADED:
-                kind = Grade.Kind.REGULAR
-            else:
+            if not regrade and entry.state == QueueEntry.State.GRADED and entry.repeat_pending:
                 kind = Grade.Kind.REPEAT  # shown again by the queue, unannounced
+            else:
+                kind = Grade.Kind.REGULAR  # a first grade, or a re-grade that supersedes the last one
             may_supersede = kind == Grade.Kind.REPEAT or entry.state == QueueEntry.State.GRADED
             grades = []
             for form in forms:
@@ -303,6 +310,12 @@ def grade_submit(
         raise
 
 
+def _order(value: object, *, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 32767:
+        raise ValidationError(f"{where}: the order must be a whole number from 0 to 32767.")
+    return value
+
+
 @transaction.atomic
 def grade_types_import(*, data: object) -> list[GradeType]:
     """Create grade types from the JSON that grade_type_as_dict makes (one object or a list).
@@ -342,7 +355,7 @@ def grade_types_import(*, data: object) -> list[GradeType]:
                 grade_type=grade_type,
                 name=field_name,
                 help_text=str(spec.get("help_text", "")),
-                order=int(spec.get("order", order)),
+                order=_order(spec.get("order", order), where=f"{where}, field {field_name!r}"),
                 required=bool(spec.get("required", True)),
             )
             values = set()
@@ -357,7 +370,7 @@ def grade_types_import(*, data: object) -> list[GradeType]:
                     field=grade_field,
                     value=value,
                     label=str(option.get("label") or value),
-                    order=int(option.get("order", option_order)),
+                    order=_order(option.get("order", option_order), where=f"{where}, option {value!r}"),
                     ungradable=bool(option.get("ungradable", False)),
                 )
         created.append(grade_type)

@@ -218,6 +218,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"api_login": env("API_LOGIN_THROTTLE", "10/minute")},
+    # Client addresses (login throttling) come from X-Forwarded-For only past this many proxies.
+    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0),
     # ?format= picks csv or json in the export views themselves.
     "URL_FORMAT_OVERRIDE": None,
 }

@@ -164,7 +164,10 @@ def _jpeg_strip_metadata(source: BinaryIO, target: BinaryIO) -> None:
             raise ImageRefused("damaged JPEG: bad segment marker")
         marker = head[1]
         while marker == 0xFF:  # fill bytes
-            marker = source.read(1)[0]
+            byte = source.read(1)
+            if not byte:
+                raise ImageRefused("damaged JPEG: the file ends inside its header")
+            marker = byte[0]
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:
             target.write(bytes([0xFF, marker]))
             continue
@@ -255,7 +258,8 @@ def image_prepare(source: BinaryIO, *, name: str, workdir: Path) -> PreparedImag
 
     if orientation != 1 or (has_metadata and image_format != "JPEG"):
         _decoded(picture)
-        upright = _orient(picture, orientation)
+        # A new image, not the opened file: a TIFF save would copy the file's XMP and IPTC tags.
+        upright = _orient(picture, orientation) if orientation != 1 else picture.copy()
         fd, stored_name = tempfile.mkstemp(suffix=extension, dir=workdir)
         with os.fdopen(fd, "wb") as target:
             _save_upright(picture, upright, target)

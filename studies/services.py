@@ -585,8 +585,8 @@ def image_import_process(*, image_import_id: int) -> ImageImport:
 
             def create_patients() -> None:
                 Patient.objects.bulk_create(placeholder.values())
-                for image in images:  # point the images at the now-saved patients
-                    image.patient = image.patient
+                for image in images:  # the new patients had no id when their images were made
+                    image.patient_id = image.patient.pk
 
             _images_save_rows(images, rows_before=create_patients)
         except ValidationError as error:

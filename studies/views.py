@@ -141,7 +141,7 @@ def import_part(request: HttpRequest, import_id: int) -> JsonResponse:
 def import_finish(request: HttpRequest, import_id: int) -> JsonResponse:
     image_import = _import_for(request, import_id)
     try:
-        image_import = services.image_import_finish(image_import=image_import)
+        services.image_import_finish(image_import=image_import)
     except ValidationError as error:
         return _error(_messages(error))
     return import_status(request, import_id)

@@ -41,7 +41,9 @@ def test_regrade_supersedes_and_keeps_history(grading_study, graders, make_patie
     assert set(first.entries.values_list("option__value", flat=True)) == {"0"}
 
 
-def test_grading_again_without_asking_is_a_repeat_grade(grading_study, graders, make_patients):
+def test_patient_drawn_for_repeat_and_shown_again_gets_a_repeat_grade(grading_study, graders, make_patients):
+    grading_study.repeat_share = 1
+    grading_study.save()
     (patient,) = make_patients(grading_study, 1)
     (regular,) = submit(grading_study, patient, graders[0])
     (repeat,) = submit(grading_study, patient, graders[0], choice="1")
@@ -156,3 +158,15 @@ def test_deleting_a_graded_patient_or_grade_type_or_option_is_refused(
         who.delete()
     with pytest.raises(ProtectedError):
         GradeOption.objects.filter(entries__isnull=False).first().delete()
+
+
+def test_saving_a_graded_patient_again_from_an_old_page_supersedes_not_a_repeat(
+    grading_study, graders, make_patients
+):
+    (patient,) = make_patients(grading_study, 1)  # repeat share 0: never drawn for repeat
+    (first,) = submit(grading_study, patient, graders[0], choice="0")
+    (again,) = submit(grading_study, patient, graders[0], choice="1")
+    first.refresh_from_db()
+    assert again.kind == "regular" and again.is_current
+    assert (first.is_current, first.superseded_by) == (False, again)
+    assert not Grade.objects.filter(kind="repeat").exists()

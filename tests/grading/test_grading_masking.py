@@ -93,10 +93,12 @@ def test_grader_sees_only_their_own_grades_in_the_admin(grading_study, graded_pa
     assert {g.grader_id for g in shown} == {graders[0].pk}
     other = Grade.objects.get(grader=graders[1])
     assert client.get(reverse("admin:grading_grade_change", args=[other.pk])).status_code == 302  # not found
-    assert (
-        "OTHER-GRADERS-SECRET-NOTE"
-        not in client.get(reverse("admin:grading_grade_changelist")).content.decode()
-    )
+    page = client.get(reverse("admin:grading_grade_changelist")).content.decode()
+    assert "OTHER-GRADERS-SECRET-NOTE" not in page
+    assert graded_patient.code not in page and "masked" in page  # the study masks codes
+    mine = Grade.objects.get(grader=graders[0])
+    detail = client.get(reverse("admin:grading_grade_change", args=[mine.pk])).content.decode()
+    assert graded_patient.code not in detail and "masked" in detail
 
 
 def test_grader_cannot_open_entries_or_patient_history(grading_study, graded_patient, graders, client_for):

@@ -181,3 +181,16 @@ def test_masked_label_counts_on_through_repeats(grading_study, graders, make_pat
     numbers = [int(label.split()[1]) for label in labels]
     assert numbers == list(range(1, len(labels) + 1))  # a repeat looks like the next new patient
     assert all(label.startswith("Patient ") and " of " in label for label in labels)
+
+
+def test_a_patient_committed_late_still_joins_the_queue(grading_study, graders, make_patients):
+    from grading.models import QueueEntry
+    from tests.factories import PatientFactory
+
+    early, *_ = make_patients(grading_study, 3)
+    queue_order(grading_study, graders[0])
+    # As if `early` had been committed after a later patient was already queued.
+    QueueEntry.objects.filter(patient=early).delete()
+    late = PatientFactory(study=grading_study)
+    order = queue_order(grading_study, graders[0])
+    assert early.pk in order and late.pk in order and len(order) == 4

@@ -124,3 +124,16 @@ def test_other_colour_modes_get_a_jpeg_thumbnail(patient, collector, mode):
         thumbnail = PILImage.open(handle)
         thumbnail.load()
     assert thumbnail.format == "JPEG" and max(thumbnail.size) == 400
+
+
+def test_tiff_metadata_is_not_carried_into_the_stored_file(patient, collector):
+    picture = PILImage.new("RGB", (60, 40), (120, 40, 40))
+    out = io.BytesIO()
+    picture.save(
+        out, "TIFF", tiffinfo={700: b"<x:xmpmeta>GPS 13.5N 39.4E, Ann Doe</x:xmpmeta>", 270: "Ann Doe"}
+    )
+    image = upload_one(patient, collector, out.getvalue(), name="scan.tif")
+    with default_storage.open(image.file.name, "rb") as handle:
+        stored = handle.read()
+    assert b"Ann Doe" not in stored and b"xmpmeta" not in stored
+    assert PILImage.open(io.BytesIO(stored)).size == (60, 40)
