@@ -136,8 +136,9 @@ class GraderQueue(models.Model):
     grader = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="grader_queues"
     )
-    # How many patients the study had at the last visit: any change sends the next visit
-    # looking for patients without an entry (ids alone would miss those committed late).
+    # The newest patient queued, for the quick check on each "next"; and how many patients the
+    # study had, for the thorough one that also finds patients committed late with lower ids.
+    last_patient_id = models.BigIntegerField(default=0)
     known_patients = models.PositiveIntegerField(default=0)
     shown = models.PositiveIntegerField(default=0, help_text="Patients graded so far, repeats included.")
     graded = models.PositiveIntegerField(default=0)

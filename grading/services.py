@@ -37,16 +37,21 @@ def _patients_with_enough_graders(study: Study, patient_ids) -> set[int]:
     )
 
 
-def queue_sync(*, study: Study, grader: AbstractBaseUser) -> GraderQueue:
+def queue_sync(*, study: Study, grader: AbstractBaseUser, thorough: bool = True) -> GraderQueue:
     """The grader's queue of the study, with every patient of the study in it.
 
     The first visit places every patient at the grader's own random
-    position; later visits add the patients created since. When the study's
-    patient count has not changed, that costs one indexed count.
+    position; later visits add the patients created since. The quick check
+    (one indexed lookup) sees patients newer than the last one queued; the
+    thorough one (one indexed count) also finds a patient whose transaction
+    committed after a newer one was queued.
     """
     queue, _ = GraderQueue.objects.get_or_create(study=study, grader=grader)
     patients = Patient.objects.filter(study=study)
-    if patients.count() == queue.known_patients:
+    if thorough:
+        if patients.count() == queue.known_patients:
+            return queue
+    elif not patients.filter(pk__gt=queue.last_patient_id).exists():
         return queue
     with transaction.atomic():
         queue = GraderQueue.objects.select_for_update().get(pk=queue.pk)
@@ -82,9 +87,12 @@ def queue_sync(*, study: Study, grader: AbstractBaseUser) -> GraderQueue:
             entries.append(entry)
         QueueEntry.objects.bulk_create(entries, batch_size=2000)
         queue.known_patients = patients.count()
+        queue.last_patient_id = max([queue.last_patient_id, *new])
         queue.pending += sum(entry.state == QueueEntry.State.PENDING for entry in entries)
         queue.graded += sum(entry.state == QueueEntry.State.GRADED for entry in entries)
-        queue.save(update_fields=["known_patients", "pending", "graded", "shown", "updated_at"])
+        queue.save(
+            update_fields=["known_patients", "last_patient_id", "pending", "graded", "shown", "updated_at"]
+        )
     return queue
 
 

@@ -66,7 +66,11 @@ def study_queue(request: HttpRequest, study_id: int) -> HttpResponse:
 @require_GET
 def next_patient(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study_or_403(request, study_id)
-    patient_id = selectors.next_patient_id(queue=services.queue_sync(study=study, grader=request.user))
+    patient_id = selectors.next_patient_id(
+        queue=services.queue_sync(study=study, grader=request.user, thorough=False)
+    )
+    if patient_id is None:  # before saying "done", look for patients the quick check cannot see
+        patient_id = selectors.next_patient_id(queue=services.queue_sync(study=study, grader=request.user))
     if patient_id is None:
         messages.success(request, "You have graded every patient of this study. Thank you!")
         return redirect("admin:grading_study", study_id=study.pk)

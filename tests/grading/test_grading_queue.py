@@ -194,3 +194,19 @@ def test_a_patient_committed_late_still_joins_the_queue(grading_study, graders, 
     late = PatientFactory(study=grading_study)
     order = queue_order(grading_study, graders[0])
     assert early.pk in order and late.pk in order and len(order) == 4
+
+
+def test_next_finds_a_late_committed_patient_before_saying_done(
+    grading_study, graders, make_patients, client_for
+):
+    from grading.models import QueueEntry
+
+    early, other = make_patients(grading_study, 2)
+    queue_order(grading_study, graders[0])
+    QueueEntry.objects.filter(patient=early).delete()  # as if committed after `other` was queued
+    from grading.models import GraderQueue
+
+    GraderQueue.objects.filter(grader=graders[0]).update(known_patients=1)
+    submit(grading_study, other, graders[0])
+    response = client_for(graders[0]).get(reverse("admin:grading_next", args=[grading_study.pk]))
+    assert response["Location"] == reverse("admin:grading_patient", args=[grading_study.pk, early.pk])
