@@ -19,14 +19,21 @@ def _bad(name: str, message: str) -> ValidationError:
     return ValidationError({name: [message]})
 
 
-def optional_int(params, name: str) -> int | None:
+def _whole_number(params, name: str) -> int | None:
+    """The parameter as an int, None when absent; a 400 naming it when it is not a whole number."""
     value = params.get(name)
     if value in (None, ""):
         return None
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
         raise _bad(name, f"{name} must be a whole number, not {value!r}.") from None
+
+
+def optional_int(params, name: str) -> int | None:
+    number = _whole_number(params, name)
+    if number is None:
+        return None
     if number < 1:
         raise _bad(name, f"{name} must be a positive id.")
     return number
@@ -142,21 +149,14 @@ def split(params) -> tuple[int, int, int]:
 
 
 def seed(params) -> int:
-    value = params.get("seed") or "0"
-    try:
-        return int(value)
-    except ValueError:
-        raise _bad("seed", f"seed must be a whole number, not {value!r}.") from None
+    number = _whole_number(params, "seed")
+    return 0 if number is None else number
 
 
 def min_graders(params, default: int) -> int:
-    value = params.get("min_graders")
-    if value in (None, ""):
+    number = _whole_number(params, "min_graders")
+    if number is None:
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise _bad("min_graders", f"min_graders must be a whole number, not {value!r}.") from None
     if not 1 <= number <= 50:
         raise _bad("min_graders", "min_graders must be between 1 and 50.")
     return number

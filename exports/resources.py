@@ -7,22 +7,14 @@ from grading.models import Grade
 from studies.models import Image, Patient, Study
 
 from . import selectors
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _escaped(cell):
-    """A cell a spreadsheet would run as a formula, quoted with a leading apostrophe."""
-    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
-        return "'" + cell
-    return cell
+from .streams import formula_escaped
 
 
 class EscapedResource(resources.ModelResource):
     """Exports with formulas quoted, and numbers and dates kept as such in XLSX."""
 
     def export_field(self, field, instance, **kwargs):
-        return _escaped(super().export_field(field, instance, **kwargs))
+        return formula_escaped(super().export_field(field, instance, **kwargs))
 
 
 class AgeWidget(widgets.IntegerWidget):
@@ -114,7 +106,7 @@ class _TableResource(resources.ModelResource):
         table = self.table(queryset if queryset is not None else Grade.objects.all())
         dataset = tablib.Dataset(headers=table.header)
         for row in table.rows:
-            dataset.append([_escaped(cell) for cell in row])
+            dataset.append([formula_escaped(cell) for cell in row])
         return dataset
 
 

@@ -14,9 +14,13 @@ FORMULA_FIRST = frozenset("=+-@\t\r")
 ROWS_PER_CHUNK = 1000  # one write per thousand rows, not per row
 
 
+def formula_escaped(cell):
+    """A cell that a spreadsheet would run as a formula, quoted with a leading apostrophe."""
+    return "'" + cell if cell.__class__ is str and cell[:1] in FORMULA_FIRST else cell
+
+
 def _safe(row: list) -> list:
-    # A cell that a spreadsheet would run as a formula is quoted with a leading apostrophe.
-    return ["'" + cell if cell.__class__ is str and cell[:1] in FORMULA_FIRST else cell for cell in row]
+    return [formula_escaped(cell) for cell in row]
 
 
 def _csv(table: Table) -> Iterator[bytes]:

@@ -1,10 +1,8 @@
 """The data team's API: token login, studies, images with grades, grade exports, training sets."""
 
-import mimetypes
-
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -18,6 +16,7 @@ from rest_framework.views import APIView
 
 from studies.models import Image
 from studies.storage import storage_is_local
+from studies.views import stored_file_response
 
 from . import params, selectors
 from .permissions import IsDataTeam
@@ -163,13 +162,7 @@ class ImageFile(APIView):
         image = Image.objects.filter(pk=pk).only("file").first()
         if image is None:
             raise Http404("No such image.")
-        try:
-            handle = default_storage.open(image.file.name, "rb")
-        except FileNotFoundError:
-            raise Http404("The stored file is missing.") from None
-        response = FileResponse(handle, content_type=mimetypes.guess_type(image.file.name)[0])
-        response["Cache-Control"] = "private, max-age=300"
-        return response
+        return stored_file_response(image.file.name)
 
 
 TABLE_RESPONSES = {(200, "text/csv"): OpenApiTypes.STR, (200, "application/json"): OpenApiTypes.OBJECT}

@@ -29,6 +29,11 @@ def stored_file(request: HttpRequest, key: str) -> HttpResponse:
         raise Http404("No such file.")
     if not selectors.user_may_view_image(user=request.user, image=image):
         raise PermissionDenied("You may not see this photo.")
+    return stored_file_response(key)
+
+
+def stored_file_response(key: str) -> FileResponse:
+    """A stored file, streamed, kept out of shared caches; 404 when storage has lost it."""
     try:
         handle = default_storage.open(key, "rb")
     except FileNotFoundError:
