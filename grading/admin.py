@@ -4,7 +4,7 @@ import json
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Prefetch
+from django.db.models import Case, F, Prefetch, Value, When
 from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -184,14 +184,22 @@ class GradeAdmin(admin.ModelAdmin):
     fields = readonly_fields
 
     def get_queryset(self, request):
-        return selectors.grades_visible_to(user=request.user).prefetch_related(ENTRIES)
-
-    @staticmethod
-    def _sees_all(request) -> bool:
-        return request.user.is_superuser or request.user.has_perm("grading.view_all_grades")
+        # The patient's label follows the one masking rule, decided per request in the query itself.
+        sort_key = F("patient__code")
+        if not selectors.sees_patient_codes(viewer=request.user):
+            sort_key = Case(
+                When(patient__study__masked_codes=True, then=Value("")), default=F("patient__code")
+            )
+        return (
+            selectors.grades_visible_to(user=request.user)
+            .annotate(
+                patient_label=selectors.patient_label_annotation(viewer=request.user), patient_sort=sort_key
+            )
+            .prefetch_related(ENTRIES)
+        )
 
     def get_fields(self, request, obj=None):
-        if self._sees_all(request):
+        if selectors.sees_patient_codes(viewer=request.user):
             return self.fields
         # A grader sees their own grades with the patient as masked as on the grading pages.
         return ["patient_code", *[f for f in self.fields if f != "patient"]]
@@ -200,11 +208,16 @@ class GradeAdmin(admin.ModelAdmin):
         return self.get_fields(request, obj)
 
     def get_search_fields(self, request):
-        return self.search_fields if self._sees_all(request) else ["note"]
+        return self.search_fields if selectors.sees_patient_codes(viewer=request.user) else ["note"]
+
+    def get_sortable_by(self, request):
+        if selectors.sees_patient_codes(viewer=request.user):
+            return super().get_sortable_by(request)
+        return [name for name in self.list_display if name != "patient_code"]
 
     def get_list_filter(self, request):
         filters = [("patient__study", admin.RelatedOnlyFieldListFilter), "grade_type", "kind", CurrentFilter]
-        if request.user.is_superuser or request.user.has_perm("grading.view_all_grades"):
+        if selectors.sees_patient_codes(viewer=request.user):
             filters.insert(1, ("grader", admin.RelatedOnlyFieldListFilter))
         return filters
 
@@ -217,19 +230,10 @@ class GradeAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="patient", ordering="patient__code")
+    # Sorting by this column sorts masked rows by nothing (see get_queryset), never by the real code.
+    @admin.display(description="patient", ordering="patient_sort")
     def patient_code(self, grade: Grade) -> str:
-        if grade.patient.study.masked_codes and not self._sees_all(self._request):
-            return "masked"
-        return grade.patient.code
-
-    def changelist_view(self, request, extra_context=None):
-        self._request = request  # patient_code() needs to know who is looking
-        return super().changelist_view(request, extra_context)
-
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        self._request = request
-        return super().changeform_view(request, object_id, form_url, extra_context)
+        return grade.patient_label
 
     @admin.display(description="study", ordering="patient__study__name")
     def study(self, grade: Grade) -> str:
@@ -310,7 +314,8 @@ class GradingStudyAdmin(StudyAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         services.study_grade_types_set(study=form.instance, grade_types=form.cleaned_data["grade_types"])
-        if change and {"graders_per_patient", "repeat_share", "randomized_order"} & set(form.changed_data):
+        rules = {"graders_per_patient", "repeat_share", "randomized_order", "repeat_gap_min"}
+        if change and rules & set(form.changed_data):
             services.queues_refresh(study=form.instance)
 
 
@@ -320,3 +325,9 @@ admin.site.unregister(Patient)
 @admin.register(Patient)
 class GradingPatientAdmin(PatientAdmin):
     inlines = [*PatientAdmin.inlines, GradeHistoryInline]
+
+    def delete_model(self, request, obj):
+        services.patients_delete(patients=Patient.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request, queryset):
+        services.patients_delete(patients=queryset)

@@ -7,6 +7,9 @@ class GradingConfig(AppConfig):
     name = "grading"
     verbose_name = "Grading"
 
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401  (keeps graders' queues complete)
+
 
 class GradingCenterAdminConfig(admin_apps.AdminConfig):
     """The admin, with the grading pages hung off its URLs."""

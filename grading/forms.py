@@ -91,6 +91,7 @@ class StudyGradingForm(forms.ModelForm):
         fields = [
             "name", "region", "description", "is_active", "graders",
             "masked_codes", "randomized_order", "graders_per_patient", "repeat_share",
+            "repeat_gap_min",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):

@@ -6,9 +6,12 @@ grader's answer for one patient and one grade type: one entry per field.
 Grades are never overwritten: a re-grade supersedes the old one, which stays.
 """
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from studies.models import Patient, Study
 
@@ -130,27 +133,34 @@ class GradeEntry(models.Model):
 
 
 class GraderQueue(models.Model):
-    """One grader's queue of one study: counters kept by grade_submit, so pages never count rows."""
+    """One grader's queue of one study, with its counts.
+
+    The counts change only in grading.services, inside the transaction that
+    changes the entries they count and under its lock order, so they always
+    equal the entries: pages read them instead of counting rows.
+    """
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="grader_queues")
     grader = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="grader_queues"
     )
-    # The newest patient queued, for the quick check on each "next"; and how many patients the
-    # study had, for the thorough one that also finds patients committed late with lower ids.
-    last_patient_id = models.BigIntegerField(default=0)
-    known_patients = models.PositiveIntegerField(default=0)
-    shown = models.PositiveIntegerField(default=0, help_text="Patients graded so far, repeats included.")
-    graded = models.PositiveIntegerField(default=0)
-    pending = models.PositiveIntegerField(default=0)
+    pending = models.PositiveIntegerField(default=0, help_text="Patients still to grade.")
+    graded = models.PositiveIntegerField(default=0, help_text="Patients graded (first grades).")
     repeats_done = models.PositiveIntegerField(default=0)
-    updated_at = models.DateTimeField(auto_now=True)
+    # So that two repeats never come back to back while new patients remain.
+    last_was_repeat = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["study", "grader"], name="grader_queue_one_per_study")]
 
     def __str__(self) -> str:
         return f"{self.grader} in {self.study}"
+
+    @property
+    def presented(self) -> int:
+        """Patients shown and saved so far, repeats included: the clock that repeats wait on."""
+        return self.graded + self.repeats_done
 
 
 class QueueEntry(models.Model):
@@ -165,9 +175,12 @@ class QueueEntry(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="queue_entries")
     position = models.BigIntegerField()
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
-    # Drawn once for repeat grading; pending once graded until the repeat grade is in.
+    # Drawn once for repeat grading; once graded, pending until the repeat grade is in.
     repeat_chosen = models.BooleanField(default=False)
     repeat_pending = models.BooleanField(default=False)
+    # The queue's `presented` count from which the repeat may come back (a random gap).
+    repeat_due = models.PositiveIntegerField(null=True, blank=True)
+    # The grader's own number for the patient ("Patient #12"), in the order graded.
     shown_number = models.PositiveIntegerField(null=True, blank=True)
     graded_at = models.DateTimeField(null=True, blank=True)
 
@@ -175,9 +188,52 @@ class QueueEntry(models.Model):
         constraints = [models.UniqueConstraint(fields=["queue", "patient"], name="queue_entry_once")]
         indexes = [
             models.Index(fields=["queue", "state", "position"], name="queue_entry_next"),
-            models.Index(fields=["queue", "repeat_pending", "shown_number"], name="queue_entry_repeat"),
+            models.Index(fields=["queue", "state", "shown_number"], name="queue_entry_graded"),
+            models.Index(fields=["queue", "repeat_pending", "repeat_due"], name="queue_entry_repeat"),
             models.Index(fields=["patient", "state"], name="queue_entry_patient_state"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.patient.code} in {self.queue}"
+        return f"entry #{self.pk} of {self.queue}"
+
+
+class Presentation(models.Model):
+    """One showing of a patient to a grader: the grading page's opaque address.
+
+    The random key is the page's URL and its one-time submission key; a
+    first grade's presentation also holds one of the patient's wanted slots
+    until `reserved_until`, so other graders are offered other patients.
+    """
+
+    class Kind(models.TextChoices):
+        FIRST = "first", "First grade"
+        REPEAT = "repeat", "Repeat"
+        REGRADE = "regrade", "Re-grade"
+
+    class Outcome(models.TextChoices):
+        SAVED = "saved", "Saved"
+        REFUSED = "refused", "Refused: the patient had its graders"
+        WITHDRAWN = "withdrawn", "Withdrawn: the patient had its graders"
+
+    key = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    queue = models.ForeignKey(GraderQueue, on_delete=models.CASCADE, related_name="presentations")
+    entry = models.ForeignKey(QueueEntry, on_delete=models.CASCADE, related_name="presentations")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    shown_at = models.DateTimeField(default=timezone.now)
+    reserved_until = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["queue"], condition=Q(ended_at__isnull=True), name="presentation_open"),
+            models.Index(
+                fields=["patient", "reserved_until"],
+                condition=Q(ended_at__isnull=True, kind="first"),
+                name="presentation_reserving",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} presentation of {self.queue}"

@@ -1,242 +1,397 @@
-"""Writes for grading: submitting grades, and grade types from portable JSON.
+"""Writes for grading: queues, presentations, grades, and grade types from portable JSON.
 
 Each function validates, runs in one transaction and raises ValidationError
 with a message a person can act on.
+
+Lock order. Every transaction that writes grading rows takes its locks in
+this order, so no two of them wait on each other (PostgreSQL would end one
+with "deadlock detected"):
+
+1. patient rows, by id: all grades and queue entries of a patient are
+   written under its lock, so counting a patient's graders is exact;
+2. grader queue rows, by id;
+3. the queue entries, presentations and grades of the locked patients.
+
+A grader's save writes only that grader's own rows. Taking a patient that
+has its graders out of the other graders' queues is a separate short step
+after the save commits (queue_close), which `next` repeats if it was missed.
 """
 
-import uuid
-from collections.abc import Mapping
+import logging
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db import OperationalError, connection, transaction
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from studies.models import Patient, Study
 
 from . import selectors
-from .models import Grade, GradeEntry, GradeField, GradeOption, GraderQueue, GradeType, QueueEntry
+from .models import (
+    Grade,
+    GradeEntry,
+    GradeField,
+    GradeOption,
+    GraderQueue,
+    GradeType,
+    Presentation,
+    QueueEntry,
+)
+from .selectors import answer_key
+
+logger = logging.getLogger(__name__)
 
 MAX_SECONDS = 4 * 3600  # a page left open overnight does not count as grading time
+CANDIDATES_PER_LOOK = 20  # patients `next` weighs at a time for a free slot
+_draw = random.SystemRandom()  # repeat gaps nobody can predict
+
+T = TypeVar("T")
 
 
-def answer_key(grade_type_id: int, field_id: int) -> str:
-    """The form name of one field's answer on the grading page."""
-    return f"answer-{grade_type_id}-{field_id}"
+def reservation_time() -> timedelta:
+    return timedelta(minutes=settings.GRADING_RESERVATION_MINUTES)
 
 
-def _patients_with_enough_graders(study: Study, patient_ids) -> set[int]:
-    return set(
-        Grade.objects.filter(patient__in=patient_ids, kind=Grade.Kind.REGULAR, is_current=True)
-        .values("patient")
-        .annotate(graders=Count("grader", distinct=True))
-        .filter(graders__gte=study.graders_per_patient)
-        .values_list("patient", flat=True)
+# --- Locks --------------------------------------------------------------------------------------------
+
+
+def _patient_locked(patient_id: int) -> Patient:
+    return (
+        Patient.objects.select_for_update(no_key=True, of=("self",))
+        .select_related("study")
+        .get(pk=patient_id)
     )
 
 
-def queue_sync(*, study: Study, grader: AbstractBaseUser, thorough: bool = True) -> GraderQueue:
-    """The grader's queue of the study, with every patient of the study in it.
+def _patients_locked(patient_ids) -> None:
+    list(
+        Patient.objects.select_for_update(no_key=True).filter(pk__in=patient_ids).order_by("pk").values("pk")
+    )
 
-    The first visit places every patient at the grader's own random
-    position; later visits add the patients created since. The quick check
-    (one indexed lookup) sees patients newer than the last one queued; the
-    thorough one (one indexed count) also finds a patient whose transaction
-    committed after a newer one was queued.
+
+def _queues_locked(queue_ids) -> dict[int, GraderQueue]:
+    queues = GraderQueue.objects.select_for_update(no_key=True).filter(pk__in=queue_ids).order_by("pk")
+    return {queue.pk: queue for queue in queues}
+
+
+def _is_conflict(error: OperationalError) -> bool:
+    """A PostgreSQL deadlock or serialization failure: the transaction may simply be run again."""
+    return getattr(error.__cause__, "pgcode", None) in ("40P01", "40001")
+
+
+def _retried_once_on_conflict(work: Callable[[], T]) -> T:
+    """Run a transaction, and once more if the database ended it for a conflict (a safety net)."""
+    try:
+        return work()
+    except OperationalError as error:
+        if not _is_conflict(error) or connection.in_atomic_block:
+            raise
+        logger.warning("Grading transaction ran again after a database conflict: %s", error)
+        return work()
+
+
+# --- Queues: built when graders are assigned and patients added, never in a grader's request ------------
+
+
+def queue_build(*, study: Study, grader: AbstractBaseUser) -> GraderQueue:
+    """The grader's queue of the study, with an entry for every patient (adds those missing).
+
+    Patients the grader graded are graded in it, patients that have their
+    graders are closed, the others wait at the grader's own random position.
+    Runs where graders are assigned (and in repairs), not in a grader's request.
     """
-    queue, _ = GraderQueue.objects.get_or_create(study=study, grader=grader)
-    patients = Patient.objects.filter(study=study)
-    if thorough:
-        if patients.count() == queue.known_patients:
-            return queue
-    elif not patients.filter(pk__gt=queue.last_patient_id).exists():
-        return queue
     with transaction.atomic():
-        queue = GraderQueue.objects.select_for_update().get(pk=queue.pk)
-        new = list(
-            patients.exclude(Exists(QueueEntry.objects.filter(queue=queue, patient=OuterRef("pk"))))
+        queue, _ = GraderQueue.objects.get_or_create(study=study, grader=grader)
+        queue = _queues_locked([queue.pk])[queue.pk]
+        missing = (
+            Patient.objects.filter(study=study)
+            .exclude(Exists(QueueEntry.objects.filter(queue=queue, patient=OuterRef("pk"))))
             .order_by("pk")
             .values_list("pk", flat=True)
         )
-        mine = set(
-            Grade.objects.filter(
-                patient__in=new, grader=grader, kind=Grade.Kind.REGULAR, is_current=True
-            ).values_list("patient", flat=True)
+        mine = dict(  # when the grader first graded each patient
+            Grade.objects.filter(patient__study=study, grader=grader, kind=Grade.Kind.REGULAR)
+            .order_by("-created_at", "-pk")
+            .values_list("patient_id", "created_at")
         )
-        full = _patients_with_enough_graders(study, new)
-        entries = []
-        for patient_id in new:
+        full = set(selectors.patients_with_their_graders(study=study).values_list("patient_id", flat=True))
+        entries, graded = [], []
+        for patient_id in missing.iterator(chunk_size=5000):
+            entry = _entry_new(queue=queue, study=study, grader=grader, patient_id=patient_id)
             if patient_id in mine:
-                state = QueueEntry.State.GRADED
+                entry.state, entry.graded_at = QueueEntry.State.GRADED, mine[patient_id]
+                graded.append(entry)
             elif patient_id in full:
-                state = QueueEntry.State.CLOSED
+                entry.state = QueueEntry.State.CLOSED
             else:
-                state = QueueEntry.State.PENDING
-            entry = QueueEntry(
-                queue=queue,
-                patient_id=patient_id,
-                position=selectors.queue_position(study=study, grader=grader, patient_id=patient_id),
-                state=state,
-                repeat_chosen=selectors.repeat_drawn(study=study, grader=grader, patient_id=patient_id),
-            )
-            if state == QueueEntry.State.GRADED:  # graded before the queue existed
-                queue.shown += 1
-                entry.shown_number = queue.shown
+                queue.pending += 1
             entries.append(entry)
+        for entry in sorted(graded, key=lambda e: e.graded_at):  # numbered in the order graded
+            queue.graded += 1
+            entry.shown_number = queue.graded
         QueueEntry.objects.bulk_create(entries, batch_size=2000)
-        queue.known_patients = patients.count()
-        queue.last_patient_id = max([queue.last_patient_id, *new])
-        queue.pending += sum(entry.state == QueueEntry.State.PENDING for entry in entries)
-        queue.graded += sum(entry.state == QueueEntry.State.GRADED for entry in entries)
-        queue.save(
-            update_fields=["known_patients", "last_patient_id", "pending", "graded", "shown", "updated_at"]
-        )
+        queue.save(update_fields=["pending", "graded"])
     return queue
 
 
-def _queue_entry_locked(*, study: Study, patient: Patient, grader: AbstractBaseUser) -> QueueEntry:
-    """The patient's entry in the grader's queue, locked with its queue, with the patient's grader count."""
-    regular_graders = (
-        Grade.objects.filter(patient=OuterRef("patient"), kind=Grade.Kind.REGULAR, is_current=True)
-        .values("patient")
-        .annotate(n=Count("grader", distinct=True))
-        .values("n")
+def _entry_new(*, queue: GraderQueue, study: Study, grader, patient_id: int) -> QueueEntry:
+    grader_id = getattr(grader, "pk", grader)
+    return QueueEntry(
+        queue=queue,
+        patient_id=patient_id,
+        position=selectors.queue_position(study=study, grader_id=grader_id, patient_id=patient_id),
+        repeat_chosen=selectors.repeat_drawn(study=study, grader_id=grader_id, patient_id=patient_id),
     )
-    entries = (
-        # Lock the entry and its queue only, not the study joined in for the assignment check.
-        QueueEntry.objects.select_for_update(of=("self", "queue"))
-        .select_related("queue")
-        .filter(
-            queue__study=study,
-            queue__grader=grader,
-            queue__study__graders=grader,
-            queue__study__is_active=True,
-            patient=patient,
-        )
-        .annotate(regular_graders=Coalesce(Subquery(regular_graders, output_field=IntegerField()), Value(0)))
-    )
-    entry = entries.first()
-    if entry is None:  # not assigned, or the grader's first visit, or a patient added since
-        if not Study.objects.filter(pk=study.pk, graders=grader, is_active=True).exists():
-            raise ValidationError("You are not assigned to grade this study.", code="not_assigned")
-        queue_sync(study=study, grader=grader)
-        entry = entries.get()
-    return entry
 
 
-def _queue_record(*, study: Study, entry: QueueEntry, kind: str) -> None:
-    """Move the patient along the grader's queue after a grade, and out of others' when it has enough."""
-    queue = entry.queue
-    if kind == Grade.Kind.REPEAT:
-        if entry.repeat_pending:
-            QueueEntry.objects.filter(pk=entry.pk).update(repeat_pending=False)
-            GraderQueue.objects.filter(pk=queue.pk).update(
-                repeats_done=F("repeats_done") + 1, shown=F("shown") + 1, updated_at=timezone.now()
-            )
+def queue_entries_add(*, study: Study, patient_ids: Iterable[int]) -> None:
+    """Put new patients into every queue of their study, inside the transaction that made them."""
+    patient_ids = sorted(set(patient_ids))
+    if not patient_ids:
         return
-    if entry.state == QueueEntry.State.GRADED:
-        return  # a re-grade: the patient keeps its place and its graders
-    QueueEntry.objects.filter(pk=entry.pk).update(
-        state=QueueEntry.State.GRADED,
-        shown_number=queue.shown + 1,
-        graded_at=timezone.now(),
-        repeat_pending=entry.repeat_chosen,
-    )
-    GraderQueue.objects.filter(pk=queue.pk).update(
-        pending=F("pending") - (1 if entry.state == QueueEntry.State.PENDING else 0),
-        graded=F("graded") + 1,
-        shown=F("shown") + 1,
-        updated_at=timezone.now(),
-    )
-    if entry.regular_graders + 1 >= study.graders_per_patient:
-        _queues_close(patient_ids=[entry.patient_id])
+    with transaction.atomic():
+        queues = _queues_locked(GraderQueue.objects.filter(study=study).values("pk"))
+        for start in range(0, len(patient_ids), 5000):
+            chunk = patient_ids[start : start + 5000]
+            present = set(
+                QueueEntry.objects.filter(queue__in=list(queues), patient_id__in=chunk).values_list(
+                    "queue_id", "patient_id"
+                )
+            )
+            for queue in queues.values():
+                entries = [
+                    _entry_new(queue=queue, study=study, grader=queue.grader_id, patient_id=patient_id)
+                    for patient_id in chunk
+                    if (queue.pk, patient_id) not in present
+                ]
+                QueueEntry.objects.bulk_create(entries, batch_size=2000)
+                queue.pending += len(entries)
+        for queue in queues.values():
+            queue.save(update_fields=["pending"])
 
 
-def _queues_close(*, patient_ids) -> None:
-    """Take patients with enough graders out of the queues of the graders still waiting for them."""
-    waiting = QueueEntry.objects.filter(patient__in=patient_ids, state=QueueEntry.State.PENDING)
-    per_queue = dict(waiting.values("queue").annotate(n=Count("pk")).values_list("queue", "n"))
-    waiting.update(state=QueueEntry.State.CLOSED)
-    for queue_id, count in per_queue.items():
-        GraderQueue.objects.filter(pk=queue_id).update(pending=F("pending") - count)
+def queue_patient_removed(*, patient: Patient) -> None:
+    """Before a patient (one with no grades) is deleted: its queue entries go, and so do their counts."""
+    with transaction.atomic():
+        _patient_locked(patient.pk)
+        waiting = QueueEntry.objects.filter(patient=patient, state=QueueEntry.State.PENDING)
+        queues = _queues_locked(waiting.values("queue_id"))
+        GraderQueue.objects.filter(pk__in=list(queues)).update(pending=F("pending") - 1)
 
 
-@transaction.atomic
+def patients_delete(*, patients) -> int:
+    """Delete patients (none with grades: the database refuses those), their patient rows locked first."""
+    with transaction.atomic():
+        _patients_locked(patients.values("pk"))
+        deleted, _ = patients.delete()
+    return deleted
+
+
+def queue_close(*, patient_id: int) -> int:
+    """Take a patient that has its graders out of the queues still waiting for it; how many it left.
+
+    The short step after the save that completed the patient, in a
+    transaction of its own; `next` runs it again for a patient it finds full.
+    """
+    with transaction.atomic():
+        patient = _patient_locked(patient_id)
+        if selectors.patient_graders(patient_id=patient_id) < patient.study.graders_per_patient:
+            return 0
+        waiting = dict(
+            QueueEntry.objects.filter(patient_id=patient_id, state=QueueEntry.State.PENDING).values_list(
+                "pk", "queue_id"
+            )
+        )
+        if not waiting:
+            return 0
+        queues = _queues_locked(waiting.values())
+        QueueEntry.objects.filter(pk__in=list(waiting)).update(state=QueueEntry.State.CLOSED)
+        GraderQueue.objects.filter(pk__in=list(queues)).update(pending=F("pending") - 1)
+        return len(waiting)
+
+
 def queues_refresh(*, study: Study) -> None:
     """Bring every grader's queue in line with the study's rules after they changed.
 
     Patients open or close as "graders wanted" moved; positions follow the
     randomized-order rule; the repeat draw follows the repeat share (repeats
-    already given stay).
+    already given stay); the counts are counted again.
     """
-    full = _patients_with_enough_graders(study, Patient.objects.filter(study=study).values("pk"))
-    entries = QueueEntry.objects.filter(queue__study=study)
-    entries.filter(state=QueueEntry.State.PENDING, patient__in=full).update(state=QueueEntry.State.CLOSED)
-    entries.filter(state=QueueEntry.State.CLOSED).exclude(patient__in=full).update(
-        state=QueueEntry.State.PENDING
-    )
-    repeated = set(
-        Grade.objects.filter(patient__study=study, kind=Grade.Kind.REPEAT).values_list(
-            "patient_id", "grader_id"
+    with transaction.atomic():
+        _patients_locked(Patient.objects.filter(study=study).values("pk"))
+        queues = _queues_locked(GraderQueue.objects.filter(study=study).values("pk"))
+        full = selectors.patients_with_their_graders(study=study)
+        entries = QueueEntry.objects.filter(queue__in=list(queues))
+        entries.filter(state=QueueEntry.State.PENDING, patient__in=full).update(state=QueueEntry.State.CLOSED)
+        entries.filter(state=QueueEntry.State.CLOSED).exclude(patient__in=full).update(
+            state=QueueEntry.State.PENDING
         )
-    )
-    for queue in GraderQueue.objects.filter(study=study).select_related("grader"):
-        grader = queue.grader
-        changed = []
-        for entry in queue.entries.only(
-            "pk", "patient_id", "position", "repeat_chosen", "repeat_pending", "state"
-        ):
-            entry.position = selectors.queue_position(study=study, grader=grader, patient_id=entry.patient_id)
-            entry.repeat_chosen = selectors.repeat_drawn(
-                study=study, grader=grader, patient_id=entry.patient_id
+        repeated = set(
+            Grade.objects.filter(patient__study=study, kind=Grade.Kind.REPEAT).values_list(
+                "patient_id", "grader_id"
             )
-            entry.repeat_pending = (
-                entry.repeat_chosen
-                and entry.state == QueueEntry.State.GRADED
-                and (entry.patient_id, grader.pk) not in repeated
-            )
-            changed.append(entry)
-        QueueEntry.objects.bulk_update(
-            changed, ["position", "repeat_chosen", "repeat_pending"], batch_size=1000
         )
-        queue.pending = queue.entries.filter(state=QueueEntry.State.PENDING).count()
-        queue.save(update_fields=["pending", "updated_at"])
+        for queue in queues.values():
+            _queue_redraw(queue=queue, study=study, repeated=repeated)
+            counts = selectors.queue_counts(queue=queue)
+            queue.pending = counts.get(QueueEntry.State.PENDING, 0)
+            queue.graded = counts.get(QueueEntry.State.GRADED, 0)
+            queue.save(update_fields=["pending", "graded"])
 
 
-def grade_submit(
-    *,
-    study: Study,
-    patient: Patient,
-    grader: AbstractBaseUser,
-    answers: Mapping[str, str],
-    submission: uuid.UUID,
-    seconds: int,
-    note: str = "",
-    regrade: bool = False,
-) -> list[Grade]:
-    """Save one grade per grade type of the study for this patient, with all entries, atomically.
+def _queue_redraw(*, queue: GraderQueue, study: Study, repeated: set) -> None:
+    changed = []
+    fields = ["pk", "patient_id", "position", "repeat_chosen", "repeat_pending", "repeat_due", "state"]
+    for entry in queue.entries.only(*fields).iterator(chunk_size=5000):
+        key = {"study": study, "grader_id": queue.grader_id, "patient_id": entry.patient_id}
+        entry.position = selectors.queue_position(**key)
+        entry.repeat_chosen = selectors.repeat_drawn(**key)
+        was_pending = entry.repeat_pending
+        entry.repeat_pending = (
+            entry.repeat_chosen
+            and entry.state == QueueEntry.State.GRADED
+            and (entry.patient_id, queue.grader_id) not in repeated
+        )
+        if entry.repeat_pending and not was_pending:
+            entry.repeat_due = queue.presented + _repeat_gap(study=study, upper=3 * study.repeat_gap_min)
+        changed.append(entry)
+    QueueEntry.objects.bulk_update(
+        changed, ["position", "repeat_chosen", "repeat_pending", "repeat_due"], batch_size=2000
+    )
 
-    `answers` maps answer_key(grade type, field) to an option id. The kind
-    is decided here: a re-grade (asked for) supersedes the grader's current
-    regular grade; a patient the grader already graded, shown again by the
-    queue, gets a repeat grade; otherwise a regular grade. Submitting the
-    same page twice (same `submission`) returns the grades saved the first
-    time. Refused, with nothing saved: a study the grader is not assigned to
-    or that is closed, a patient of another study, an unknown field or grade
-    type, an option of another field, a missing required field.
+
+# --- Presentations: what `next` shows, with a reserved slot ---------------------------------------------
+
+
+def presentation_next(*, study: Study, grader: AbstractBaseUser) -> Presentation | None:
+    """The grader's next grading page, or None when nothing is left for them now.
+
+    In order: the page they left open (while the patient still wants them);
+    a repeat that is due, unless the last page was a repeat and new patients
+    remain; the first patient, in the grader's order, with a free slot (one
+    slot is reserved for them); a repeat still waiting once no new patient
+    is left. A patient found to have its graders is closed on the way.
     """
-    if patient.study_id != study.pk:
-        raise ValidationError("This patient is not in this study.", code="wrong_study")
-    forms = selectors.grading_forms(study=study)
-    if not forms:
-        raise ValidationError("This study has no grade type to grade with yet.", code="no_grade_type")
-    known = {
-        answer_key(form.grade_type.pk, f.field.pk): (form.grade_type, f)
-        for form in forms
-        for f in form.fields
-    }
+    queue = selectors.queue_of(study=study, grader=grader)
+    if queue is None:  # assignment builds queues; this mends one made some other way
+        logger.warning("Grader %s had no queue in study %s; building it now", grader.pk, study.pk)
+        queue = queue_build(study=study, grader=grader)
+    now = timezone.now()
+    left_open = selectors.presentation_open(queue=queue)
+    if left_open is not None and _still_wanted(left_open, study=study, now=now):
+        return left_open
+    due = selectors.repeat_due(queue=queue)
+    if due is not None and (not queue.last_was_repeat or queue.pending == 0):
+        return _presentation_make(entry=due, kind=Presentation.Kind.REPEAT)
+    first = _first_grade_reserved(queue=queue, study=study, now=now)
+    if first is not None:
+        return first
+    if due is None and queue.pending == 0:
+        due = selectors.repeat_waiting(queue=queue)  # the end of the queue: repeats do not wait further
+    return None if due is None else _presentation_make(entry=due, kind=Presentation.Kind.REPEAT)
+
+
+def _still_wanted(presentation: Presentation, *, study: Study, now: datetime) -> bool:
+    """Whether a page left open is still worth grading; renews its reservation if so, ends it if not."""
+    entry = presentation.entry
+    if presentation.kind == Presentation.Kind.REPEAT:
+        wanted = entry.repeat_pending
+    else:
+        wanted = entry.state != QueueEntry.State.GRADED and (
+            selectors.patient_graders(patient_id=presentation.patient_id) < study.graders_per_patient
+        )
+    if not wanted:
+        presentation_end(presentation=presentation, outcome=Presentation.Outcome.WITHDRAWN)
+        queue_close(patient_id=presentation.patient_id)
+        return False
+    if presentation.kind == Presentation.Kind.FIRST:
+        presentation_keep(presentation=presentation, now=now)
+    return True
+
+
+def _first_grade_reserved(*, queue: GraderQueue, study: Study, now: datetime) -> Presentation | None:
+    after = None
+    for _ in range(50):  # bounded: only patients reserved by others are passed over
+        candidates = selectors.first_grade_candidates(
+            queue=queue, now=now, after_position=after, limit=CANDIDATES_PER_LOOK
+        )
+        for entry in candidates:
+            if entry.graders >= study.graders_per_patient:
+                queue_close(patient_id=entry.patient_id)  # missed after the save that completed it
+            elif entry.graders + entry.reserved < study.graders_per_patient:
+                presentation = _reserve(entry=entry, study=study, now=now)
+                if presentation is not None:
+                    return presentation
+        if len(candidates) < CANDIDATES_PER_LOOK:
+            return None
+        after = candidates[-1].position
+    return None
+
+
+def _reserve(*, entry: QueueEntry, study: Study, now: datetime) -> Presentation | None:
+    """A first-grade page for the entry's patient holding one of its slots, if one is still free."""
+    with transaction.atomic():
+        _patient_locked(entry.patient_id)
+        graders = selectors.patient_graders(patient_id=entry.patient_id)
+        reserved = selectors.patient_reservations(
+            patient_id=entry.patient_id, now=now, besides=entry.queue_id
+        )
+        if graders + reserved >= study.graders_per_patient:
+            return None
+        return Presentation.objects.create(
+            queue_id=entry.queue_id,
+            entry=entry,
+            patient_id=entry.patient_id,
+            kind=Presentation.Kind.FIRST,
+            shown_at=now,
+            reserved_until=now + reservation_time(),
+        )
+
+
+def _presentation_make(*, entry: QueueEntry, kind: str) -> Presentation:
+    return Presentation.objects.create(
+        queue_id=entry.queue_id, entry=entry, patient_id=entry.patient_id, kind=kind
+    )
+
+
+def presentation_regrade(*, study: Study, grader: AbstractBaseUser, number: int) -> Presentation:
+    """A re-grade page for the patient the grader graded as number `number` (their own numbering)."""
+    entry = selectors.graded_entry(study=study, grader=grader, number=number)
+    if entry is None:
+        raise ValidationError("You have not graded a patient with this number in this study.", code="no_such")
+    open_regrade = entry.presentations.filter(kind=Presentation.Kind.REGRADE, ended_at__isnull=True).first()
+    return open_regrade or _presentation_make(entry=entry, kind=Presentation.Kind.REGRADE)
+
+
+def presentation_keep(*, presentation: Presentation, now: datetime | None = None) -> bool:
+    """Renew an open first-grade page's reservation (the page asks while it stays open)."""
+    now = now or timezone.now()
+    return bool(
+        Presentation.objects.filter(
+            pk=presentation.pk, kind=Presentation.Kind.FIRST, ended_at__isnull=True
+        ).update(reserved_until=now + reservation_time())
+    )
+
+
+def presentation_end(*, presentation: Presentation, outcome: str) -> None:
+    Presentation.objects.filter(pk=presentation.pk, ended_at__isnull=True).update(
+        ended_at=timezone.now(), outcome=outcome
+    )
+
+
+# --- Grades -----------------------------------------------------------------------------------------------
+
+
+def _answers_checked(forms: list[selectors.GradeTypeForm], answers: Mapping[str, str]) -> dict:
+    """Each answer's option, by answer key; refuses unknown fields, foreign options, missing answers."""
+    known = {answer_key(form.grade_type.pk, f.field.pk): f for form in forms for f in form.fields}
     errors: dict[str, list[str]] = {}
     for key in answers:
         if key not in known:
@@ -244,7 +399,7 @@ def grade_submit(
                 f"The answer {key!r} is not a field of this study's grade types; reload the page."
             )
     chosen: dict[str, GradeOption | None] = {}
-    for key, (_grade_type, field_form) in known.items():
+    for key, field_form in known.items():
         value = str(answers.get(key, "") or "").strip()
         options = {str(option.pk): option for option in field_form.options}
         if not value:
@@ -261,61 +416,185 @@ def grade_submit(
             chosen[key] = options[value]
     if errors:
         raise ValidationError(errors)
+    return chosen
 
-    seconds = max(0, min(int(seconds), MAX_SECONDS))
+
+@dataclass
+class _Save:
+    grades: list[Grade]
+    completes_patient: bool = False
+
+
+def grade_submit(
+    *, presentation: Presentation, grader: AbstractBaseUser, answers: Mapping[str, str], note: str = ""
+) -> list[Grade]:
+    """Save one grade per grade type of the study from a grading page, with all entries, atomically.
+
+    `answers` maps answer_key(grade type, field) to an option id. The page
+    says what is saved: a first grade (regular), a repeat, or a re-grade
+    that supersedes the grader's current regular grade. Submitting the
+    same page again with the same answers returns the grades saved the
+    first time. Refused, with nothing saved: someone else's page, a study
+    the grader is not assigned to or that is closed, an unknown field or
+    grade type, an option of another field, a missing required field; a
+    page already saved with other answers (code "already_saved"); a first
+    grade for a patient that already has its graders (code "patient_full").
+    """
+    study = presentation.queue.study
+    if presentation.queue.grader_id != grader.pk:
+        raise ValidationError("This grading page belongs to another grader.", code="not_yours")
+    if not selectors.assigned_study(study_id=study.pk, grader=grader):
+        raise ValidationError("You are not assigned to grade this study.", code="not_assigned")
+    forms = selectors.grading_forms(study=study)
+    if not forms:
+        raise ValidationError("This study has no grade type to grade with yet.", code="no_grade_type")
+    chosen = _answers_checked(forms, answers)
     try:
-        with transaction.atomic():
-            entry = _queue_entry_locked(study=study, patient=patient, grader=grader)
-            if not regrade and entry.state == QueueEntry.State.GRADED and entry.repeat_pending:
-                kind = Grade.Kind.REPEAT  # shown again by the queue, unannounced
-            else:
-                kind = Grade.Kind.REGULAR  # a first grade, or a re-grade that supersedes the last one
-            may_supersede = kind == Grade.Kind.REPEAT or entry.state == QueueEntry.State.GRADED
-            grades = []
-            for form in forms:
-                previous = None
-                if may_supersede:
-                    previous = (
-                        Grade.objects.select_for_update()
-                        .filter(
-                            patient=patient,
-                            grade_type=form.grade_type,
-                            grader=grader,
-                            kind=kind,
-                            is_current=True,
-                        )
-                        .first()
-                    )
-                if previous:
-                    previous.is_current = False
-                    previous.save(update_fields=["is_current"])
-                grade = Grade.objects.create(
-                    patient=patient,
-                    grade_type=form.grade_type,
-                    grader=grader,
-                    kind=kind,
-                    seconds_spent=seconds,
-                    note=note.strip(),
-                    submission=submission,
-                )
-                if previous:
-                    previous.superseded_by = grade
-                    previous.save(update_fields=["superseded_by"])
-                GradeEntry.objects.bulk_create(
-                    GradeEntry(
-                        grade=grade, field=f.field, option=chosen[answer_key(form.grade_type.pk, f.field.pk)]
-                    )
-                    for f in form.fields
-                )
-                grades.append(grade)
-            _queue_record(study=study, entry=entry, kind=kind)
-            return grades
-    except IntegrityError:
-        # The same page submitted twice: the first submission's grades stand.
-        already = list(Grade.objects.filter(grader=grader, submission=submission))
-        if already:
-            return already
+        saved = _retried_once_on_conflict(
+            lambda: _grades_save(
+                presentation=presentation, study=study, grader=grader, forms=forms, chosen=chosen, note=note
+            )
+        )
+    except ValidationError as error:
+        if getattr(error, "code", None) == "patient_full":
+            presentation_end(presentation=presentation, outcome=Presentation.Outcome.REFUSED)
+            queue_close(patient_id=presentation.patient_id)
         raise
+    if saved.completes_patient:
+        queue_close(patient_id=presentation.patient_id)
+    return saved.grades
+
+
+def _grades_save(*, presentation, study, grader, forms, chosen, note) -> _Save:
+    with transaction.atomic():
+        _patient_locked(presentation.patient_id)
+        queue = _queues_locked([presentation.queue_id])[presentation.queue_id]
+        page = Presentation.objects.select_related("entry").get(pk=presentation.pk)
+        if page.ended_at is not None:
+            return _Save(_grades_saved_before(page=page, grader=grader, chosen=chosen, note=note))
+        kind = _grade_kind(page)
+        graders = selectors.patient_graders(patient_id=page.patient_id)
+        first = page.kind == Presentation.Kind.FIRST
+        if first and graders >= study.graders_per_patient:
+            raise ValidationError(
+                f"This patient already has its {study.graders_per_patient} grader(s), so your answers "
+                "were not saved. Here is your next patient.",
+                code="patient_full",
+            )
+        now = timezone.now()
+        seconds = max(0, min(int((now - page.shown_at).total_seconds()), MAX_SECONDS))
+        grades = [
+            _grade_write(
+                page=page, grader=grader, form=form, chosen=chosen, kind=kind, seconds=seconds, note=note
+            )
+            for form in forms
+        ]
+        _queue_record(queue=queue, entry=page.entry, kind=kind, study=study, now=now)
+        Presentation.objects.filter(pk=page.pk).update(ended_at=now, outcome=Presentation.Outcome.SAVED)
+        return _Save(grades, completes_patient=first and graders + 1 >= study.graders_per_patient)
+
+
+def _grade_kind(page: Presentation) -> str:
+    """What a page saves: a repeat page a repeat grade; a first or re-grade page a regular grade."""
+    graded = page.entry.state == QueueEntry.State.GRADED
+    if page.kind == Presentation.Kind.REPEAT:
+        return Grade.Kind.REPEAT
+    if page.kind == Presentation.Kind.FIRST and graded:
+        raise ValidationError(
+            "You have already graded this patient on another page; re-grade it from the study page.",
+            code="already_graded",
+        )
+    if page.kind == Presentation.Kind.REGRADE and not graded:
+        raise ValidationError("You have not graded this patient yet.", code="not_graded")
+    return Grade.Kind.REGULAR
+
+
+def _grade_write(*, page, grader, form, chosen, kind, seconds, note) -> Grade:
+    """One grade with its entries; it supersedes the grader's current grade of that kind, if any."""
+    previous = (
+        Grade.objects.filter(
+            patient_id=page.patient_id, grade_type=form.grade_type, grader=grader, kind=kind, is_current=True
+        ).first()
+        if page.kind != Presentation.Kind.FIRST
+        else None
+    )
+    if previous is not None:
+        previous.is_current = False
+        previous.save(update_fields=["is_current"])
+    grade = Grade.objects.create(
+        patient_id=page.patient_id,
+        grade_type=form.grade_type,
+        grader=grader,
+        kind=kind,
+        seconds_spent=seconds,
+        note=note.strip(),
+        submission=page.key,
+    )
+    if previous is not None:
+        previous.superseded_by = grade
+        previous.save(update_fields=["superseded_by"])
+    GradeEntry.objects.bulk_create(
+        GradeEntry(grade=grade, field=f.field, option=chosen[answer_key(form.grade_type.pk, f.field.pk)])
+        for f in form.fields
+    )
+    return grade
+
+
+def _grades_saved_before(*, page: Presentation, grader, chosen: dict, note: str) -> list[Grade]:
+    """A page sent again: the same answers get the grades saved the first time; others are refused."""
+    grades = list(Grade.objects.filter(grader=grader, submission=page.key).prefetch_related("entries"))
+    saved = {answer_key(g.grade_type_id, e.field_id): e.option_id for g in grades for e in g.entries.all()}
+    sent = {key: option.pk if option else None for key, option in chosen.items()}
+    same_note = all(g.note == note.strip() for g in grades)
+    if page.outcome != Presentation.Outcome.SAVED or saved != sent or not same_note:
+        raise ValidationError(
+            "This page was already saved"
+            + (f" at {timezone.localtime(page.ended_at):%H:%M}" if page.ended_at else "")
+            + " with other answers, so these were not saved. To change your answers, re-grade this patient.",
+            code="already_saved",
+        )
+    return grades
+
+
+def _queue_record(*, queue: GraderQueue, entry: QueueEntry, kind: str, study: Study, now: datetime) -> None:
+    """Move the patient along the grader's own queue after a grade (the grader's rows only)."""
+    if kind == Grade.Kind.REPEAT:
+        if entry.repeat_pending:
+            entry.repeat_pending = False
+            queue.repeats_done += 1
+        queue.last_was_repeat = True
+    elif entry.state != QueueEntry.State.GRADED:  # a first grade; a re-grade keeps its place
+        if entry.state == QueueEntry.State.PENDING:
+            queue.pending -= 1
+        queue.graded += 1
+        queue.last_was_repeat = False
+        entry.state, entry.shown_number, entry.graded_at = QueueEntry.State.GRADED, queue.graded, now
+        _repeat_schedule(entry=entry, queue=queue, study=study)
+    else:
+        return
+    entry.save(update_fields=["state", "shown_number", "graded_at", "repeat_pending", "repeat_due"])
+    queue.save(update_fields=["pending", "graded", "repeats_done", "last_was_repeat"])
+
+
+def _repeat_schedule(*, entry: QueueEntry, queue: GraderQueue, study: Study) -> None:
+    """A patient drawn for a repeat comes back after a random gap of at least the study's minimum.
+
+    The gap ends while new patients remain, at least one for each repeat
+    still waiting, so repeats mix with new patients instead of piling up at
+    the end; a patient too near the end for that is not repeated.
+    """
+    if not entry.repeat_chosen:
+        return
+    room = queue.pending - queue.entries.filter(repeat_pending=True).count()
+    if room < study.repeat_gap_min:
+        return
+    entry.repeat_pending = True
+    entry.repeat_due = queue.presented + _repeat_gap(study=study, upper=room)
+
+
+def _repeat_gap(*, study: Study, upper: int) -> int:
+    least = study.repeat_gap_min
+    return _draw.randint(least, max(least, min(upper, 3 * least)))
 
 
 def _order(value: object, *, where: str) -> int:

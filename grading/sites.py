@@ -18,9 +18,14 @@ class GradingCenterAdminSite(AdminSite):
             path("grading/study/<int:study_id>/", wrap(views.study_queue), name="grading_study"),
             path("grading/study/<int:study_id>/next/", wrap(views.next_patient), name="grading_next"),
             path(
-                "grading/study/<int:study_id>/patient/<int:patient_id>/",
-                wrap(views.grade_patient),
-                name="grading_patient",
+                "grading/study/<int:study_id>/regrade/<int:number>/",
+                wrap(views.regrade_patient),
+                name="grading_regrade",
+            ),
+            # An opaque key per grader and presentation, never the patient's id.
+            path("grading/study/<int:study_id>/<uuid:key>/", wrap(views.grade_patient), name="grading_page"),
+            path(
+                "grading/study/<int:study_id>/<uuid:key>/keep/", wrap(views.keep_patient), name="grading_keep"
             ),
         ]
         return grading + super().get_urls()

@@ -1,21 +1,25 @@
-"""The graders' pages inside the admin: dashboard, a study's queue, the grading page."""
+"""The graders' pages inside the admin: dashboard, a study's queue, the grading page.
+
+HTTP only: what a page shows comes from grading.selectors, what a page saves
+goes through grading.services.
+"""
+
+import uuid
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
-from django.utils import timezone
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from studies.models import Patient, Study
+from studies.models import Study
 
 from . import selectors, services
-from .tokens import page_token_make, page_token_read
+from .models import Presentation
 
 UPCOMING_SHOWN = 50
+GRADED_PER_PAGE = 50
 
 
 def _context(request: HttpRequest, **extra) -> dict:
@@ -31,10 +35,7 @@ def _study_or_403(request: HttpRequest, study_id: int) -> Study:
 
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
-    studies = [
-        (study, selectors.Progress.of(services.queue_sync(study=study, grader=request.user), study))
-        for study in selectors.grader_studies(grader=request.user)
-    ]
+    studies = selectors.grader_progress(grader=request.user)
     return TemplateResponse(
         request, "grading/dashboard.html", _context(request, title="Grading", studies=studies)
     )
@@ -43,122 +44,104 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @require_GET
 def study_queue(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study_or_403(request, study_id)
-    queue = services.queue_sync(study=study, grader=request.user)
-    progress = selectors.Progress.of(queue, study)
-    upcoming = selectors.queue_upcoming(queue=queue, limit=UPCOMING_SHOWN)
-    graded = Paginator(selectors.queue_graded(queue=queue), 50).get_page(request.GET.get("page"))
+    page = selectors.grader_study_page(
+        study=study,
+        grader=request.user,
+        page_number=request.GET.get("page"),
+        upcoming=UPCOMING_SHOWN,
+        per_page=GRADED_PER_PAGE,
+    )
     return TemplateResponse(
-        request,
-        "grading/study.html",
-        _context(
-            request,
-            title=study.name,
-            study=study,
-            progress=progress,
-            upcoming=[(progress.shown + number, entry) for number, entry in enumerate(upcoming, 1)],
-            more_upcoming=max(0, progress.to_grade - len(upcoming)),
-            graded=graded,
-            graded_numbered=[(graded.start_index() + n, entry) for n, entry in enumerate(graded.object_list)],
-        ),
+        request, "grading/study.html", _context(request, title=study.name, study=study, page=page)
     )
 
 
 @require_GET
 def next_patient(request: HttpRequest, study_id: int) -> HttpResponse:
     study = _study_or_403(request, study_id)
-    patient_id = selectors.next_patient_id(
-        queue=services.queue_sync(study=study, grader=request.user, thorough=False)
-    )
-    if patient_id is None:  # before saying "done", look for patients the quick check cannot see
-        patient_id = selectors.next_patient_id(queue=services.queue_sync(study=study, grader=request.user))
-    if patient_id is None:
+    presentation = services.presentation_next(study=study, grader=request.user)
+    if presentation is not None:
+        return redirect("admin:grading_page", study_id=study.pk, key=presentation.key)
+    progress = selectors.Progress.of(selectors.queue_of(study=study, grader=request.user))
+    if progress.to_grade:
+        messages.info(
+            request,
+            "The patients left for you are open on other graders' pages right now. "
+            "Try again in a few minutes.",
+        )
+    else:
         messages.success(request, "You have graded every patient of this study. Thank you!")
-        return redirect("admin:grading_study", study_id=study.pk)
-    return redirect("admin:grading_patient", study_id=study.pk, patient_id=patient_id)
+    return redirect("admin:grading_study", study_id=study.pk)
+
+
+def _presentation_or_404(request: HttpRequest, study_id: int, key: uuid.UUID) -> Presentation:
+    presentation = selectors.presentation_for(key=key, study_id=study_id, grader=request.user)
+    if presentation is None:
+        _study_or_403(request, study_id)
+        raise Http404("No such grading page.")
+    return presentation
+
+
+def _errors_of(error: ValidationError) -> dict[str, list[str]]:
+    return error.message_dict if hasattr(error, "error_dict") else {"__all__": error.messages}
 
 
 @require_http_methods(["GET", "POST"])
-def grade_patient(request: HttpRequest, study_id: int, patient_id: int) -> HttpResponse:
-    patient = (
-        Patient.objects.select_related("study")
-        .filter(pk=patient_id, study_id=study_id, study__graders=request.user, study__is_active=True)
-        .first()
-    )
-    if patient is None:
-        _study_or_403(request, study_id)
-        raise Http404("No such patient in this study.")
-    study = patient.study
-    regrade = request.GET.get("regrade") == "1" or request.POST.get("regrade") == "1"
-    errors: dict[str, list[str]] = {}
-    answers: dict[str, str] = {}
-    note = ""
+def grade_patient(request: HttpRequest, study_id: int, key: uuid.UUID) -> HttpResponse:
+    presentation = _presentation_or_404(request, study_id, key)
+    if request.method == "GET":
+        notice = None
+        if presentation.ended_at is not None:
+            notice = (
+                "This page was already saved."
+                if presentation.outcome == "saved"
+                else ("This patient got its graders meanwhile; go on to your next patient.")
+            )
+        return _page(request, presentation, notices=[notice] if notice else [])
+    answers = {key: value for key, value in request.POST.items() if key.startswith("answer-")}
+    note = request.POST.get("note", "")
+    try:
+        services.grade_submit(presentation=presentation, grader=request.user, answers=answers, note=note)
+    except ValidationError as error:
+        code = getattr(error, "code", None)
+        if code == "patient_full":
+            messages.warning(request, error.messages[0])
+            return redirect("admin:grading_next", study_id=study_id)
+        errors = _errors_of(error)
+        status = 409 if code in ("already_saved", "already_graded") else 400
+        return _page(request, presentation, answers=answers, note=note, errors=errors, status=status)
+    messages.success(request, "Saved.")
+    return redirect("admin:grading_next", study_id=study_id)
 
-    if request.method == "POST":
-        answers = {key: value for key, value in request.POST.items() if key.startswith("answer-")}
-        note = request.POST.get("note", "")
-        token = page_token_read(request.POST.get("token", ""))
-        if token is None or token.patient_id != patient.pk or token.grader_id != request.user.pk:
-            errors["__all__"] = [
-                "This page has expired or belongs to another patient. Check the answers and save again."
-            ]
-        else:
-            try:
-                services.grade_submit(
-                    study=study,
-                    patient=patient,
-                    grader=request.user,
-                    answers=answers,
-                    submission=token.submission,
-                    seconds=int(timezone.now().timestamp() - token.shown_at),
-                    note=note,
-                    regrade=token.regrade,
-                )
-            except ValidationError as error:
-                errors = error.message_dict if hasattr(error, "error_dict") else {"__all__": error.messages}
-            else:
-                messages.success(request, "Saved.")
-                return redirect("admin:grading_next", study_id=study.pk)
-    elif regrade:
-        mine = selectors.my_current_answers(patient=patient, grader=request.user)
-        answers = {services.answer_key(gt, f): str(o) for (gt, f), o in mine["answers"].items() if o}
-        note = mine["note"]
 
-    queue = selectors.queue_of(study=study, grader=request.user) or services.queue_sync(
-        study=study, grader=request.user
+def _page(request, presentation, *, answers=None, note=None, errors=None, notices=(), status=200):
+    page = selectors.grading_page(
+        presentation=presentation, grader=request.user, answers=answers, note=note, errors=errors
     )
-    progress = selectors.Progress.of(queue, study)
-    forms = selectors.grading_forms(study=study)
-    for form in forms:
-        for field_form in form.fields:
-            key = services.answer_key(form.grade_type.pk, field_form.field.pk)
-            field_form.key = key
-            field_form.chosen = answers.get(key, "")
-            field_form.errors = errors.get(key, [])
-    if study.masked_codes:
-        label = (
-            "Re-grading a patient you graded"
-            if regrade
-            else f"Patient {progress.shown + 1} of {progress.expected_total}"
-        )
-    else:
-        label = f"Patient {patient.code}" + (" (re-grade)" if regrade else "")
     context = _context(
         request,
-        title=label,
-        study=study,
-        patient=patient,
-        label=label,
-        show_code=not study.masked_codes,
-        images=selectors.patient_images(
-            patient=patient, grader=request.user, randomized=study.randomized_order
-        ),
-        forms=forms,
-        non_field_errors=errors.get("__all__", []),
-        note=note,
-        regrade=regrade,
-        progress=progress,
-        token=page_token_make(patient_id=patient.pk, grader_id=request.user.pk, regrade=regrade),
-        action=reverse("admin:grading_patient", args=[study.pk, patient.pk])
-        + ("?regrade=1" if regrade else ""),
+        title=page.label,
+        page=page,
+        study=page.study,
+        non_field_errors=[*notices, *(errors or {}).get("__all__", [])],
+        keep_seconds=max(30, services.reservation_time().total_seconds() / 3),
     )
-    return TemplateResponse(request, "grading/patient.html", context, status=400 if errors else 200)
+    return TemplateResponse(request, "grading/patient.html", context, status=status)
+
+
+@require_POST
+def keep_patient(request: HttpRequest, study_id: int, key: uuid.UUID) -> HttpResponse:
+    """The open grading page renews its hold on the patient's slot."""
+    presentation = _presentation_or_404(request, study_id, key)
+    return JsonResponse({"kept": services.presentation_keep(presentation=presentation)})
+
+
+@require_POST
+def regrade_patient(request: HttpRequest, study_id: int, number: int) -> HttpResponse:
+    """Open a re-grade page for the patient the grader graded as their `number`-th."""
+    study = _study_or_403(request, study_id)
+    try:
+        presentation = services.presentation_regrade(study=study, grader=request.user, number=number)
+    except ValidationError as error:
+        raise Http404(error.messages[0]) from error
+    return redirect("admin:grading_page", study_id=study.pk, key=presentation.key)

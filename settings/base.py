@@ -181,6 +181,10 @@ IMAGE_THUMBNAIL_SIZE = env_int("IMAGE_THUMBNAIL_SIZE", 400)
 IMPORT_PART_BYTES = env_int("IMPORT_PART_BYTES", 8 * 1024 * 1024)
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 20 * 1024 * 1024 * 1024)
 
+# Grading: how long `next` holds a patient's slot for a grader whose page stays unsaved
+# (the open page renews it); other graders are offered other patients meanwhile.
+GRADING_RESERVATION_MINUTES = env_int("GRADING_RESERVATION_MINUTES", 15)
+
 # Background work (field-day imports). The embedded run processes at once;
 # production sets TASKS_BACKEND=database and runs `manage.py db_worker`.
 TASKS_BACKEND = env("TASKS_BACKEND", "immediate")

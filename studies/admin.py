@@ -56,6 +56,7 @@ class StudyAdmin(admin.ModelAdmin):
                     "randomized_order",
                     "graders_per_patient",
                     "repeat_share",
+                    "repeat_gap_min",
                 ]
             },
         ),

@@ -52,6 +52,12 @@ class Study(models.Model):
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
         help_text="Share of a grader's patients shown again, unannounced, to measure repeatability.",
     )
+    repeat_gap_min = models.PositiveSmallIntegerField(
+        "fewest patients before a repeat",
+        default=10,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="A repeat comes back after at least this many other patients (a random number more).",
+    )
     is_active = models.BooleanField("active", default=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,

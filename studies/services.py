@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from .models import Eye, Image, ImageImport, Patient, Study
 from .pipeline import ImageRefused, PreparedImage, image_prepare, megabytes
+from .signals import patients_added
 
 logger = logging.getLogger(__name__)
 
@@ -584,7 +585,9 @@ def image_import_process(*, image_import_id: int) -> ImageImport:
             )
 
             def create_patients() -> None:
-                Patient.objects.bulk_create(placeholder.values())
+                created = Patient.objects.bulk_create(placeholder.values())
+                if created:
+                    patients_added.send(sender=Study, study=study, patient_ids=[p.pk for p in created])
                 for image in images:  # the new patients had no id when their images were made
                     image.patient_id = image.patient.pk
 

@@ -57,32 +57,68 @@ def answers_for(study, choice: str = "0", skip: tuple[str, ...] = ()) -> dict[st
     return answers
 
 
-def submit(study, patient, grader, choice="0", regrade=False, submission=None, **extra):
+def present(study, patient, grader, kind: str = "first"):
+    """A grading page of the patient for the grader, as `next` or the re-grade button would open it.
+
+    Opened directly, without `next`'s choice or reservation: like a page opened before others saved.
+    """
+    from grading.models import Presentation, QueueEntry
+
+    entry = QueueEntry.objects.get(queue__study=study, queue__grader=grader, patient=patient)
+    return Presentation.objects.create(queue=entry.queue, entry=entry, patient=patient, kind=kind)
+
+
+def submit(study, patient, grader, choice="0", regrade=False, presentation=None, **extra):
+    """Grade the patient from a page of its own (a first grade, or a re-grade with regrade=True)."""
+    if presentation is None:
+        kind = extra.pop("kind", "regrade" if regrade else None)
+        if kind is None:  # what the queue would show: a repeat if one is waiting for this patient
+            from grading.models import QueueEntry
+
+            entry = QueueEntry.objects.filter(queue__study=study, queue__grader=grader, patient=patient).first()
+            kind = "repeat" if entry is not None and entry.repeat_pending else "first"
+        presentation = present(study, patient, grader, kind)
+    if "seconds" in extra:  # as if the page had been open that long
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        presentation.shown_at = timezone.now() - timedelta(seconds=extra.pop("seconds"))
+        presentation.save(update_fields=["shown_at"])
     return services.grade_submit(
-        study=study,
-        patient=patient,
+        presentation=presentation,
         grader=grader,
         answers=extra.pop("answers", None) or answers_for(study, choice),
-        submission=submission or uuid.uuid4(),
-        seconds=extra.pop("seconds", 12),
         note=extra.pop("note", ""),
-        regrade=regrade,
     )
 
 
 def queue_order(study, grader) -> list[int]:
     """The patients still to grade by this grader, in the grader's order."""
-    queue = services.queue_sync(study=study, grader=grader)
+    queue = selectors.queue_of(study=study, grader=grader)
     return [entry.patient_id for entry in selectors.queue_upcoming(queue=queue, limit=10**6)]
+
+
+def next_presentation(study, grader):
+    return services.presentation_next(study=study, grader=grader)
 
 
 def next_for(study, grader):
     """The patient the grading page would show this grader next, or None."""
-    from studies.models import Patient
-
-    patient_id = selectors.next_patient_id(queue=services.queue_sync(study=study, grader=grader))
-    return None if patient_id is None else Patient.objects.get(pk=patient_id)
+    presentation = services.presentation_next(study=study, grader=grader)
+    return None if presentation is None else presentation.patient
 
 
 def progress_of(study, grader) -> selectors.Progress:
-    return selectors.Progress.of(services.queue_sync(study=study, grader=grader), study)
+    return selectors.Progress.of(selectors.queue_of(study=study, grader=grader))
+
+
+def counts_agree(study) -> None:
+    """Every queue's stored counts equal its entries, and no entry waits for a patient with its graders."""
+    from grading.models import GraderQueue, QueueEntry
+
+    full = set(selectors.patients_with_their_graders(study=study).values_list("patient_id", flat=True))
+    for queue in GraderQueue.objects.filter(study=study):
+        counts = selectors.queue_counts(queue=queue)
+        assert (queue.pending, queue.graded) == (counts.get("pending", 0), counts.get("graded", 0)), queue
+        assert not queue.entries.filter(state=QueueEntry.State.PENDING, patient__in=full).exists()

@@ -203,6 +203,16 @@
       event.preventDefault();
     });
 
+    // While the page stays open it keeps holding the patient's slot (others get other patients).
+    const root = document.getElementById("gc-grading");
+    if (root && root.dataset.keepUrl) {
+      const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+      const keep = () =>
+        fetch(root.dataset.keepUrl, { method: "POST", headers: { "X-CSRFToken": csrf }, credentials: "same-origin" })
+          .catch(() => {});
+      setInterval(keep, Number(root.dataset.keepSeconds || 300) * 1000);
+    }
+
     const unanswered = firstUnanswered();
     const invalid = fields.findIndex((field) => field.classList.contains("gc-invalid"));
     focusField(invalid >= 0 ? invalid : unanswered >= 0 ? unanswered : 0);

@@ -1,14 +1,12 @@
-"""Submitting grades: atomic, validated, idempotent, and never overwriting history."""
-
-import uuid
+"""Submitting grades: atomic, validated, idempotent, within graders wanted, never overwriting history."""
 
 import pytest
 from django.core.exceptions import ValidationError
 
-from grading.models import Grade, GradeEntry, GradeOption
+from grading.models import Grade, GradeEntry, GradeOption, Presentation, QueueEntry
 from grading.services import answer_key, grade_submit
 from tests.factories import PatientFactory, StudyFactory, UserFactory
-from tests.grading_support import answers_for, submit
+from tests.grading_support import answers_for, counts_agree, present, progress_of, submit
 
 
 def test_submit_saves_one_grade_per_grade_type_with_every_entry(
@@ -39,14 +37,13 @@ def test_regrade_supersedes_and_keeps_history(grading_study, graders, make_patie
     assert second.is_current and second.kind == "regular"
     assert Grade.objects.filter(patient=patient).count() == 2
     assert set(first.entries.values_list("option__value", flat=True)) == {"0"}
+    assert progress_of(grading_study, graders[0]).graded == 1  # a re-grade is not another patient
 
 
-def test_patient_drawn_for_repeat_and_shown_again_gets_a_repeat_grade(grading_study, graders, make_patients):
-    grading_study.repeat_share = 1
-    grading_study.save()
+def test_repeat_page_saves_a_repeat_grade_beside_the_regular_one(grading_study, graders, make_patients):
     (patient,) = make_patients(grading_study, 1)
     (regular,) = submit(grading_study, patient, graders[0])
-    (repeat,) = submit(grading_study, patient, graders[0], choice="1")
+    (repeat,) = submit(grading_study, patient, graders[0], choice="1", kind="repeat")
     regular.refresh_from_db()
     assert repeat.kind == "repeat"
     assert regular.is_current  # a repeat grade does not replace the regular one
@@ -54,11 +51,22 @@ def test_patient_drawn_for_repeat_and_shown_again_gets_a_repeat_grade(grading_st
 
 def test_same_page_submitted_twice_saves_one_grade(grading_study, graders, make_patients):
     (patient,) = make_patients(grading_study, 1)
-    key = uuid.uuid4()
-    first = submit(grading_study, patient, graders[0], submission=key)
-    again = submit(grading_study, patient, graders[0], submission=key, choice="1")
+    page = present(grading_study, patient, graders[0])
+    first = submit(grading_study, patient, graders[0], presentation=page)
+    again = submit(grading_study, patient, graders[0], presentation=page)
     assert [g.pk for g in again] == [g.pk for g in first]
     assert Grade.objects.count() == 1
+
+
+def test_an_old_page_sent_again_with_other_answers_is_refused_and_says_so(grading_study, graders, make_patients):
+    (patient,) = make_patients(grading_study, 1)
+    page = present(grading_study, patient, graders[0])
+    submit(grading_study, patient, graders[0], presentation=page, choice="0")
+    with pytest.raises(ValidationError) as error:
+        submit(grading_study, patient, graders[0], presentation=page, choice="1")
+    assert error.value.code == "already_saved"
+    assert "already saved" in error.value.messages[0] and "re-grade" in error.value.messages[0]
+    assert set(GradeEntry.objects.values_list("option__value", flat=True)) == {"0"}
 
 
 def test_two_graders_grading_the_same_patient_both_succeed(grading_study, graders, make_patients):
@@ -68,13 +76,50 @@ def test_two_graders_grading_the_same_patient_both_succeed(grading_study, grader
     assert Grade.objects.filter(patient=patient, is_current=True).count() == 2
 
 
-def refused(study, patient, grader, answers, message):
+@pytest.mark.parametrize("wanted", [1, 2])
+def test_a_patient_that_has_its_graders_refuses_one_more(grading_study, graders, make_patients, wanted):
+    grading_study.graders_per_patient = wanted
+    grading_study.save()
+    (patient,) = make_patients(grading_study, 1)
+    pages = [present(grading_study, patient, grader) for grader in graders]  # all opened before any save
+    for grader, page in zip(graders[:wanted], pages, strict=False):
+        submit(grading_study, patient, grader, presentation=page)
+    late = graders[wanted]
     with pytest.raises(ValidationError) as error:
-        grade_submit(
-            study=study, patient=patient, grader=grader, answers=answers, submission=uuid.uuid4(), seconds=5
-        )
+        submit(grading_study, patient, late, presentation=pages[wanted])
+    assert error.value.code == "patient_full"
+    assert f"already has its {wanted} grader(s)" in error.value.messages[0]
+    assert "not saved" in error.value.messages[0]
+    assert Grade.objects.filter(patient=patient).values("grader").distinct().count() == wanted
+    pages[wanted].refresh_from_db()
+    assert pages[wanted].outcome == Presentation.Outcome.REFUSED
+    assert QueueEntry.objects.get(patient=patient, queue__grader=late).state == QueueEntry.State.CLOSED
+    counts_agree(grading_study)
+
+
+def test_a_grader_who_graded_may_still_regrade_a_full_patient(grading_study, graders, make_patients):
+    (patient,) = make_patients(grading_study, 1)
+    submit(grading_study, patient, graders[0])
+    submit(grading_study, patient, graders[1])
+    (again,) = submit(grading_study, patient, graders[0], choice="1", regrade=True)
+    assert again.is_current
+
+
+def test_someone_elses_page_is_refused(grading_study, graders, make_patients):
+    (patient,) = make_patients(grading_study, 1)
+    page = present(grading_study, patient, graders[0])
+    with pytest.raises(ValidationError, match="belongs to another grader"):
+        submit(grading_study, patient, graders[1], presentation=page)
+    assert not Grade.objects.exists()
+
+
+def refused(study, patient, grader, answers, message):
+    page = present(study, patient, grader)
+    with pytest.raises(ValidationError) as error:
+        grade_submit(presentation=page, grader=grader, answers=answers)
     assert message in " ".join(error.value.messages)
     assert Grade.objects.count() == 0 and GradeEntry.objects.count() == 0
+    return page
 
 
 def test_missing_required_field_is_refused(grading_study, graders, make_patients):
@@ -82,6 +127,21 @@ def test_missing_required_field_is_refused(grading_study, graders, make_patients
     answers = answers_for(grading_study)
     answers.pop(next(iter(answers)))
     refused(grading_study, patient, graders[0], answers, "TF is required.")
+
+
+def test_time_spent_survives_a_refused_submit(grading_study, graders, make_patients):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    (patient,) = make_patients(grading_study, 1)
+    answers = answers_for(grading_study)
+    answers.pop(next(iter(answers)))
+    page = refused(grading_study, patient, graders[0], answers, "TF is required.")
+    Presentation.objects.filter(pk=page.pk).update(shown_at=timezone.now() - timedelta(seconds=110))
+    page.refresh_from_db()
+    (grade,) = grade_submit(presentation=page, grader=graders[0], answers=answers_for(grading_study))
+    assert 110 <= grade.seconds_spent <= 112
 
 
 def test_option_of_another_field_is_refused(grading_study, graders, make_patients):
@@ -108,24 +168,29 @@ def test_grade_type_not_attached_to_the_study_is_refused(grading_study, follicle
     refused(grading_study, patient, graders[0], answers, "is not a field of this study's grade types")
 
 
-def test_patient_of_another_study_is_refused(grading_study, graders):
+def test_a_grader_has_no_queue_in_another_study(grading_study, graders):
     stranger = PatientFactory(study=StudyFactory())
-    refused(
-        grading_study, stranger, graders[0], answers_for(grading_study), "This patient is not in this study."
-    )
+    assert not QueueEntry.objects.filter(patient=stranger, queue__grader=graders[0]).exists()
 
 
-def test_unassigned_grader_is_refused(grading_study, make_patients):
+def test_unassigned_grader_is_refused(grading_study, graders, make_patients):
     (patient,) = make_patients(grading_study, 1)
+    page = present(grading_study, patient, graders[0])
+    grading_study.graders.remove(graders[0])
+    with pytest.raises(ValidationError, match="You are not assigned"):
+        grade_submit(presentation=page, grader=graders[0], answers=answers_for(grading_study))
     outsider = UserFactory(username="outsider", groups=["Graders"])
-    refused(grading_study, patient, outsider, answers_for(grading_study), "You are not assigned")
+    assert not QueueEntry.objects.filter(queue__grader=outsider).exists()
 
 
 def test_closed_study_is_refused(grading_study, graders, make_patients):
     (patient,) = make_patients(grading_study, 1)
+    page = present(grading_study, patient, graders[0])
     grading_study.is_active = False
     grading_study.save()
-    refused(grading_study, patient, graders[0], answers_for(grading_study), "You are not assigned")
+    with pytest.raises(ValidationError, match="You are not assigned"):
+        grade_submit(presentation=page, grader=graders[0], answers=answers_for(grading_study))
+    assert not Grade.objects.exists()
 
 
 def test_optional_field_may_be_left_blank(grading_study, who, graders, make_patients):
@@ -134,14 +199,7 @@ def test_optional_field_may_be_left_blank(grading_study, who, graders, make_pati
     answers = answers_for(grading_study)
     co = who.fields.get(name="CO")
     answers.pop(answer_key(who.pk, co.pk))
-    (grade,) = grade_submit(
-        study=grading_study,
-        patient=patient,
-        grader=graders[0],
-        answers=answers,
-        submission=uuid.uuid4(),
-        seconds=3,
-    )
+    (grade,) = submit(grading_study, patient, graders[0], answers=answers)
     assert grade.entries.get(field=co).option is None
 
 
@@ -158,15 +216,14 @@ def test_deleting_a_graded_patient_or_grade_type_or_option_is_refused(
         who.delete()
     with pytest.raises(ProtectedError):
         GradeOption.objects.filter(entries__isnull=False).first().delete()
+    counts_agree(grading_study)
 
 
-def test_saving_a_graded_patient_again_from_an_old_page_supersedes_not_a_repeat(
-    grading_study, graders, make_patients
-):
-    (patient,) = make_patients(grading_study, 1)  # repeat share 0: never drawn for repeat
-    (first,) = submit(grading_study, patient, graders[0], choice="0")
-    (again,) = submit(grading_study, patient, graders[0], choice="1")
-    first.refresh_from_db()
-    assert again.kind == "regular" and again.is_current
-    assert (first.is_current, first.superseded_by) == (False, again)
-    assert not Grade.objects.filter(kind="repeat").exists()
+def test_a_second_first_grade_page_of_a_graded_patient_is_refused(grading_study, graders, make_patients):
+    (patient,) = make_patients(grading_study, 1)
+    old_page = present(grading_study, patient, graders[0])
+    submit(grading_study, patient, graders[0], choice="0")
+    with pytest.raises(ValidationError) as error:
+        submit(grading_study, patient, graders[0], presentation=old_page, choice="1")
+    assert error.value.code == "already_graded"
+    assert Grade.objects.count() == 1

@@ -1,0 +1,45 @@
+"""Keeping graders' queues complete as studies change, whichever path changed them.
+
+Queues are an index of the studies app's patients and graders, which that
+app does not know of: these receivers build it in the same transaction as
+the change, so no grader's request ever has to.
+"""
+
+from django.db.models.signals import m2m_changed, post_save, pre_delete
+from django.dispatch import receiver
+
+from studies.models import Patient, Study
+from studies.signals import patients_added
+
+from . import services
+
+
+@receiver(post_save, sender=Patient, dispatch_uid="grading.patient_created")
+def patient_created(sender, instance: Patient, created: bool, raw: bool = False, **kwargs) -> None:
+    if created and not raw:
+        services.queue_entries_add(study=instance.study, patient_ids=[instance.pk])
+
+
+@receiver(patients_added, dispatch_uid="grading.patients_added")
+def patients_created(sender, study: Study, patient_ids, **kwargs) -> None:
+    services.queue_entries_add(study=study, patient_ids=patient_ids)
+
+
+@receiver(pre_delete, sender=Patient, dispatch_uid="grading.patient_deleting")
+def patient_deleting(sender, instance: Patient, **kwargs) -> None:
+    services.queue_patient_removed(patient=instance)
+
+
+@receiver(m2m_changed, sender=Study.graders.through, dispatch_uid="grading.graders_assigned")
+def graders_assigned(sender, instance, action: str, reverse: bool, pk_set, **kwargs) -> None:
+    """A grader assigned to a study (from either side) gets their queue of it at once."""
+    if action != "post_add" or not pk_set:
+        return
+    if reverse:  # user.graded_studies.add(study, ...)
+        for study in Study.objects.filter(pk__in=pk_set):
+            services.queue_build(study=study, grader=instance)
+    else:
+        from django.contrib.auth import get_user_model
+
+        for grader in get_user_model().objects.filter(pk__in=pk_set):
+            services.queue_build(study=instance, grader=grader)
