@@ -1,11 +1,13 @@
-"""Benchmark: the grading pages at 100 and at 10,000 patients.
+"""Benchmark: the grading pages at 1,000 and at 100,000 patients.
 
-Builds, with bulk inserts, a study of N patients x 4 photos, 3 graders and
-about 2 grades per patient from two of them, then times (for the third
-grader) the grading page, the next-patient redirect and a submit, and prints
-median times, query counts and the ratio between the two sizes.
+Builds, with bulk inserts, a study of N patients x 2 photos with 2 grades per
+patient from two graders, then assigns 3 graders (which builds their queues,
+as the study page does), and times for the third grader, on their first
+visit and after: the dashboard, the study page, the next-patient redirect,
+the grading page and a submit. Prints median times, query counts and the
+ratio between the two sizes.
 
-    .venv/bin/python bench/grading.py [--sizes 100 10000] [--repeats 15]
+    .venv/bin/python bench/grading.py [--sizes 1000 100000] [--repeats 15]
 
 Runs on a throwaway SQLite database, or on PostgreSQL when DATABASE_URL is set
 (the test database, `test_<name>`, is created and dropped as the test suite does).
@@ -26,7 +28,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.test")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000])
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
 
@@ -47,8 +49,6 @@ def main() -> None:
 
 
 def build(size: int, graders, grade_type):
-    from django.contrib.auth import get_user_model  # noqa: F401
-
     from grading.models import Grade, GradeEntry
     from studies.models import Image, Patient, Region, Study
 
@@ -57,10 +57,9 @@ def build(size: int, graders, grade_type):
     study = Study.objects.create(
         name=f"Bench {size}", region=region, graders_per_patient=3, repeat_share="0.1"
     )
-    study.graders.add(*graders)
     grade_type.studies.add(study)
     Patient.objects.bulk_create(
-        [Patient(study=study, code=f"B{size}-{n:06d}") for n in range(size)], batch_size=2000
+        [Patient(study=study, code=f"B{size}-{n:06d}") for n in range(size)], batch_size=5000
     )
     patients = list(Patient.objects.filter(study=study).values_list("pk", flat=True))
     Image.objects.bulk_create(
@@ -71,9 +70,9 @@ def build(size: int, graders, grade_type):
                 bytes=4_000_000, original_name=f"{pk}-{k}.jpg",
             )
             for pk in patients
-            for k in range(4)
+            for k in range(2)
         ],
-        batch_size=2000,
+        batch_size=5000,
     )  # fmt: skip
     fields = [(f, list(f.options.all())) for f in grade_type.fields.all()]
     grades = [
@@ -81,14 +80,16 @@ def build(size: int, graders, grade_type):
         for pk in patients
         for grader in graders[1:]
     ]
-    Grade.objects.bulk_create(grades, batch_size=2000)
-    Grade.objects.filter(patient__study=study).count()
+    Grade.objects.bulk_create(grades, batch_size=5000)
     ids = Grade.objects.filter(patient__study=study).values_list("pk", flat=True)
     GradeEntry.objects.bulk_create(
         [GradeEntry(grade_id=g, field=f, option=options[g % 2]) for g in ids for f, options in fields],
-        batch_size=5000,
+        batch_size=10000,
     )
-    return study, time.perf_counter() - started, len(grades)
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    study.graders.add(*graders)  # builds each grader's queue, as assigning on the study page does
+    return study, built, time.perf_counter() - started, len(grades)
 
 
 def timed(client, method: str, url: str, data=None):
@@ -111,24 +112,28 @@ def measure(study, grader, repeats: int) -> dict:
 
     client = Client()
     client.force_login(grader)
+    dashboard = reverse("admin:grading_dashboard")
+    study_page = reverse("admin:grading_study", args=[study.pk])
     next_url = reverse("admin:grading_next", args=[study.pk])
-    client.get(next_url)  # warm up
-    results = {"page": [], "next": [], "submit": []}
+    first_visit, first_queries, _ = timed(client, "get", dashboard)
+    results = {"dashboard": [], "study": [], "next": [], "page": [], "submit": []}
     queries = {}
     answers = answers_for(study, "0")
     for _ in range(repeats):
-        elapsed, count, response = timed(client, "get", next_url)
+        for name, url in (("dashboard", dashboard), ("study", study_page)):
+            elapsed, queries[name], _ = timed(client, "get", url)
+            results[name].append(elapsed)
+        elapsed, queries["next"], response = timed(client, "get", next_url)
         results["next"].append(elapsed)
-        queries["next"] = count
         page_url = response["Location"]
-        elapsed, count, response = timed(client, "get", page_url)
+        elapsed, queries["page"], _ = timed(client, "get", page_url)
         results["page"].append(elapsed)
-        queries["page"] = count
-        elapsed, count, _ = timed(client, "post", page_url, {**answers, "token": response.context["token"]})
+        elapsed, queries["submit"], _ = timed(client, "post", page_url, answers)
         results["submit"].append(elapsed)
-        queries["submit"] = count
     assert progress_of(study, grader).graded == repeats
-    return {name: (statistics.median(values) * 1000, queries[name]) for name, values in results.items()}
+    figures = {name: (statistics.median(values) * 1000, queries[name]) for name, values in results.items()}
+    figures["first visit"] = (first_visit * 1000, first_queries)
+    return figures
 
 
 def run(sizes: list[int], repeats: int) -> None:
@@ -145,13 +150,16 @@ def run(sizes: list[int], repeats: int) -> None:
     print(f"database: {connection.vendor}; {repeats} samples per figure; times are medians")
     figures = {}
     for size in sizes:
-        study, seconds, grade_count = build(size, graders, grade_type)
-        print(f"built {size} patients x 4 photos, {grade_count} grades in {seconds:.1f} s")
+        study, seconds, queues, grade_count = build(size, graders, grade_type)
+        print(
+            f"built {size} patients x 2 photos, {grade_count} grades in {seconds:.1f} s; "
+            f"3 graders assigned (their queues built) in {queues:.1f} s"
+        )
         figures[size] = measure(study, graders[0], repeats)
     print()
-    print(f"{'':8}" + "".join(f"{f'{size} patients':>24}" for size in sizes) + f"{'ratio':>10}")
-    for name in ("page", "next", "submit"):
-        row = f"{name:8}"
+    print(f"{'':12}" + "".join(f"{f'{size} patients':>24}" for size in sizes) + f"{'ratio':>10}")
+    for name in ("first visit", "dashboard", "study", "next", "page", "submit"):
+        row = f"{name:12}"
         for size in sizes:
             ms, count = figures[size][name]
             row += f"{f'{ms:7.1f} ms, {count:2d} queries':>24}"

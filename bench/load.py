@@ -23,16 +23,23 @@ grader has nothing left to grade):
    with more graders than wanted (over-graded).
 
 Prints requests, errors, saves accepted and refused, grades per second, the
-save POST's p50 / p95 / max latency, the exporter's downloads, the CPU each
-side used, and the database check. Exits with status 1 when there were errors,
-lost grades, duplicates or over-graded patients (the 20 grades/s goal is
-reported, not enforced).
+p50 / p95 / max latency of the save POST (and of GET next and the grading page),
+the exporter's downloads, the CPU used by gunicorn, by our PostgreSQL backends,
+by this client and by every other process meanwhile (read from /proc: the
+benchmark is CPU-bound on a small machine, and shares it), then the database
+check. Sign-ins (PBKDF2, about 0.5 s of CPU each) come before the clock starts.
+Exits with status 1 when there were errors, lost grades, refused saves that
+were saved anyway, duplicates or over-graded patients; the goal of 20 grades/s
+is reported, not enforced. Server errors and their tracebacks are in gunicorn's
+log, whose path is printed.
 
     .venv/bin/python bench/load.py [--seconds 60] [--graders 20] [--patients 200] [--wanted 3] \\
-        [--workers 4] [--threads 4] [--database gc_load]
+        [--workers 4] [--threads 4] [--export-every 3] [--database gc_load] [--log FILE]
 
 Needs PostgreSQL at --postgres (default postgres://postgres@127.0.0.1:5432, trust
-authentication) and the project's virtualenv (gunicorn, psycopg2).
+authentication) and the project's virtualenv (gunicorn, psycopg2): run it with
+.venv/bin/python. The database's name must contain "load", so that no other
+database is dropped by mistake.
 """
 
 import argparse
@@ -78,7 +85,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
     parser.add_argument("--export-every", type=float, default=3.0, help="seconds between exports")
-    parser.add_argument("--database", default="gc_load", help="dropped and created anew")
+    parser.add_argument("--database", default="gc_load", help="dropped and created anew (name with 'load')")
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--log", help="gunicorn's log file (default: a new temporary file)")
     parser.add_argument("--setup", help=argparse.SUPPRESS)  # JSON job of the data-building subprocess
@@ -120,8 +127,11 @@ def server_env(args) -> dict:
 def database_create(args) -> None:
     import psycopg2
 
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", args.database):
-        raise SystemExit(f"--database {args.database!r}: use lower-case letters, digits and _")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", args.database) or "load" not in args.database:
+        raise SystemExit(
+            f"--database {args.database!r}: it is dropped, so its name must contain 'load' "
+            "(lower-case letters, digits and _ only)"
+        )
     connection = psycopg2.connect(f"{args.postgres.rstrip('/')}/postgres")
     connection.autocommit = True
     try:
@@ -629,6 +639,8 @@ class StartGate:
 
 
 def run(args) -> int:
+    if not (VENV_BIN / "gunicorn").exists():
+        raise SystemExit(f"no gunicorn beside {sys.executable}: run this with the project's .venv/bin/python")
     env = server_env(args)
     log_path = Path(args.log) if args.log else Path(tempfile.mkstemp(prefix="gc-load-", suffix=".log")[1])
     started = time.perf_counter()

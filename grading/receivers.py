@@ -12,6 +12,7 @@ from studies.models import Patient, Study
 from studies.signals import patients_added
 
 from . import services
+from .models import GraderQueue
 
 
 @receiver(post_save, sender=Patient, dispatch_uid="grading.patient_created")
@@ -32,7 +33,20 @@ def patient_deleting(sender, instance: Patient, **kwargs) -> None:
 
 @receiver(m2m_changed, sender=Study.graders.through, dispatch_uid="grading.graders_assigned")
 def graders_assigned(sender, instance, action: str, reverse: bool, pk_set, **kwargs) -> None:
-    """A grader assigned to a study (from either side) gets their queue of it at once."""
+    """A grader assigned to a study (from either side) gets their queue of it at once.
+
+    A grader taken off a study gives back the slots their open pages held.
+    """
+    if action == "post_remove" and pk_set:
+        queues = GraderQueue.objects.filter(
+            **(
+                {"study_id__in": pk_set, "grader": instance}
+                if reverse
+                else {"study": instance, "grader_id__in": pk_set}
+            )
+        )
+        services.presentations_withdraw(queues=queues)
+        return
     if action != "post_add" or not pk_set:
         return
     if reverse:  # user.graded_studies.add(study, ...)

@@ -302,17 +302,24 @@ def _still_wanted(presentation: Presentation, *, study: Study, now: datetime) ->
     """Whether a page left open is still worth grading; renews its reservation if so, ends it if not."""
     entry = presentation.entry
     if presentation.kind == Presentation.Kind.REPEAT:
-        wanted = entry.repeat_pending
-    else:
-        wanted = entry.state != QueueEntry.State.GRADED and (
-            selectors.patient_graders(patient_id=presentation.patient_id) < study.graders_per_patient
-        )
-    if not wanted:
+        if entry.repeat_pending:
+            return True
+        presentation_end(presentation=presentation, outcome=Presentation.Outcome.WITHDRAWN)
+        return False
+    graders = selectors.patient_graders(patient_id=presentation.patient_id)
+    if entry.state == QueueEntry.State.GRADED or graders >= study.graders_per_patient:
         presentation_end(presentation=presentation, outcome=Presentation.Outcome.WITHDRAWN)
         queue_close(patient_id=presentation.patient_id)
         return False
-    if presentation.kind == Presentation.Kind.FIRST:
-        presentation_keep(presentation=presentation, now=now)
+    if presentation.reserved_until is None or presentation.reserved_until <= now:
+        # The hold ran out while the page was away: others may have taken the free slots since.
+        held = selectors.patient_reservations(
+            patient_id=presentation.patient_id, now=now, besides=entry.queue_id
+        )
+        if graders + held >= study.graders_per_patient:
+            presentation_end(presentation=presentation, outcome=Presentation.Outcome.WITHDRAWN)
+            return False
+    presentation_keep(presentation=presentation, now=now)
     return True
 
 
@@ -377,6 +384,13 @@ def presentation_keep(*, presentation: Presentation, now: datetime | None = None
         Presentation.objects.filter(
             pk=presentation.pk, kind=Presentation.Kind.FIRST, ended_at__isnull=True
         ).update(reserved_until=now + reservation_time())
+    )
+
+
+def presentations_withdraw(*, queues) -> None:
+    """End the open pages of these queues (their graders left the study), freeing the slots they held."""
+    Presentation.objects.filter(queue__in=queues, ended_at__isnull=True).update(
+        ended_at=timezone.now(), outcome=Presentation.Outcome.WITHDRAWN
     )
 
 

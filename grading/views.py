@@ -123,7 +123,8 @@ def _page(request, presentation, *, answers=None, note=None, errors=None, notice
         title=page.label,
         page=page,
         study=page.study,
-        non_field_errors=[*notices, *(errors or {}).get("__all__", [])],
+        notices=notices,
+        non_field_errors=(errors or {}).get("__all__", []),
         keep_seconds=max(30, services.reservation_time().total_seconds() / 3),
     )
     return TemplateResponse(request, "grading/patient.html", context, status=status)

@@ -10,6 +10,36 @@ from tests.factories import PatientFactory, StudyFactory, UserFactory
 from tests.grading_support import follicles, graders, grading_study, make_patients, who  # noqa: F401  (fixtures)
 
 
+def role_groups_made() -> None:
+    """The role groups with their permissions as the accounts migration makes them, if missing."""
+    from django.contrib.auth.models import Group
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+
+    if Group.objects.filter(name__in=roles.ROLE_PERMISSIONS).count() == len(roles.ROLE_PERMISSIONS):
+        return
+    # The migration's own function, on the historical models it expects.
+    roles.roles_sync(MigrationLoader(connection, ignore_no_migrations=True).project_state().apps)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """A transactional test ends by flushing the database, groups included: put them back for the next.
+
+    (`serialized_rollback` cannot do it for live-server tests: while Playwright's event loop runs in
+    the test's thread, asgiref hands the test another connection object than the one the
+    serialized contents were saved on, and the rollback silently restores nothing.)
+    """
+    result = yield
+    marker = item.get_closest_marker("django_db")
+    if "live_server" in item.fixturenames or (marker and marker.kwargs.get("transaction")):
+        from pytest_django.plugin import blocking_manager_key
+
+        with item.config.stash[blocking_manager_key].unblock():
+            role_groups_made()
+    return result
+
+
 @pytest.fixture(autouse=True)
 def private_media(settings, tmp_path):
     """Each test stores its files in a folder of its own."""

@@ -1,5 +1,4 @@
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -75,7 +74,8 @@ def submit(study, patient, grader, choice="0", regrade=False, presentation=None,
         if kind is None:  # what the queue would show: a repeat if one is waiting for this patient
             from grading.models import QueueEntry
 
-            entry = QueueEntry.objects.filter(queue__study=study, queue__grader=grader, patient=patient).first()
+            mine = QueueEntry.objects.filter(queue__study=study, queue__grader=grader)
+            entry = mine.filter(patient=patient).first()
             kind = "repeat" if entry is not None and entry.repeat_pending else "first"
         presentation = present(study, patient, grader, kind)
     if "seconds" in extra:  # as if the page had been open that long

@@ -43,29 +43,6 @@ def chromium_path() -> str:
     pytest.skip(message)
 
 
-@pytest.fixture(autouse=True)
-def role_groups(transactional_db) -> None:
-    """The four role groups with their permissions, as the accounts migration makes them.
-
-    Live-server tests are transactional and the database is flushed after each one, which
-    deletes the groups. `serialized_rollback` cannot bring them back here: while Playwright's
-    event loop runs in this thread, asgiref hands the test a different database connection
-    object than the one the serialized contents were saved on (when another database test
-    ran first), so the rollback silently restores nothing.
-    """
-    from django.contrib.auth.models import Group
-    from django.db import connection
-    from django.db.migrations.loader import MigrationLoader
-
-    from accounts import roles
-
-    if Group.objects.filter(name__in=roles.ROLE_PERMISSIONS).count() == len(roles.ROLE_PERMISSIONS):
-        return
-    # The migration's own function, run on the historical models it expects (it marks
-    # app configs as having models, which must not be done to the real app registry).
-    roles.roles_sync(MigrationLoader(connection, ignore_no_migrations=True).project_state().apps)
-
-
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
     executable = chromium_path()

@@ -12,7 +12,7 @@ from tests import images
 from tests.factories import StudyFactory, UserFactory
 
 # Transactional: the live server answers from another thread. The role groups are
-# recreated for each test by the `role_groups` fixture of conftest.py.
+# put back after each transactional test by tests/conftest.py.
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 

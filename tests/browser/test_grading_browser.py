@@ -10,7 +10,7 @@ from django.conf import settings
 
 from accounts import roles
 from grading import services
-from grading.models import Grade, GradeEntry
+from grading.models import Grade, GradeEntry, Presentation
 from studies.services import images_upload
 from tests import images
 from tests.factories import PatientFactory, StudyFactory, UserFactory
@@ -18,7 +18,7 @@ from tests.factories import PatientFactory, StudyFactory, UserFactory
 PASSWORD = "pass-word-123"  # tests.factories.UserFactory's password
 
 # Transactional: the live server answers from another thread. The role groups are
-# recreated for each test by the `role_groups` fixture of conftest.py.
+# put back after each transactional test by tests/conftest.py.
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 WHO_FIELDS = ["TF", "TI", "TS", "TT", "CO"]
@@ -161,9 +161,10 @@ def bar_percent(page, selector: str) -> float:
 
 
 def patient_id_of(url: str) -> int:
-    match = re.search(r"/patient/(\d+)/", url)
+    """The patient behind a grading page's opaque address (the address itself holds no id)."""
+    match = re.search(r"/([0-9a-f-]{36})/$", url)
     assert match, url
-    return int(match.group(1))
+    return Presentation.objects.get(key=match.group(1)).patient_id
 
 
 def answers_in_db(grade: Grade) -> dict[str, str]:
@@ -189,7 +190,7 @@ def test_grader_grades_three_patients_with_the_keyboard_and_regrades_one(
 
     start = card.get_by_role("link", name="Start")
     follow_link_with_keyboard(page, start)
-    assert re.search(rf"/admin/grading/study/{study.pk}/patient/\d+/$", page.url), page.url
+    assert re.search(rf"/admin/grading/study/{study.pk}/[0-9a-f-]{{36}}/$", page.url), page.url
 
     # Three patients, each answered with one digit per field and saved with Enter.
     keyed = [
@@ -259,13 +260,12 @@ def test_grader_grades_three_patients_with_the_keyboard_and_regrades_one(
 
     # Re-grade the first patient graded, from the "Graded by you" list.
     page.goto(f"{live_server.url}/admin/grading/study/{study.pk}/")
-    regrade = page.locator("#gc-graded-list li").first.get_by_role("link", name="Re-grade")
-    assert (
-        regrade.get_attribute("href") == f"/admin/grading/study/{study.pk}/patient/{graded_ids[0]}/?regrade=1"
-    )
+    regrade = page.locator("#gc-graded-list li").first.get_by_role("button", name="Re-grade")
+    assert regrade.evaluate("(b) => b.form.action").endswith(f"/admin/grading/study/{study.pk}/regrade/1/")
     follow_link_with_keyboard(page, regrade)
     wait_for_grading_page(page)
-    assert page.locator(".app-content-header h3").inner_text().strip() == "Re-grading a patient you graded"
+    assert patient_id_of(page.url) == graded_ids[0]
+    assert page.locator(".app-content-header h3").inner_text().strip() == "Re-grading Patient #1"
     assert not [code for code in codes if code in page.content()]
     assert page.locator("#gc-progress-text").inner_text() == "3 graded, 0 to go"
     assert chosen_labels(page) == keyed[0]  # the earlier answers, to change
@@ -312,7 +312,7 @@ def test_grader_grades_three_patients_with_the_keyboard_and_regrades_one(
     assert new.note == "TF was a shadow; scarring on second look."
     for patient_id, answers in zip(graded_ids[1:], keyed[1:], strict=True):
         assert answers_in_db(current.get(patient_id=patient_id)) == answers
-    assert len(posts) == 5  # login, three grades, one re-grade: every Enter sent one form
+    assert len(posts) == 6  # login, three grades, the re-grade button and the re-grade: one POST per Enter
     assert failures == []
 
 
@@ -400,4 +400,48 @@ def test_enter_with_a_required_field_empty_saves_nothing(page, live_server, scre
         "TT": "Absent",
         "CO": "Absent",
     }
+    assert failures == []
+
+
+def test_a_grader_beaten_to_the_last_slot_is_told_and_sent_on(page, live_server, screenshot, failures):
+    """Two pages of one patient, one slot wanted: the second save is refused in words, not lost silently."""
+    from django.utils import timezone
+
+    from tests.grading_support import answers_for, present
+
+    study, grader, patients = grading_setup(2)
+    study.graders_per_patient = 1
+    study.randomized_order = False
+    study.save()
+    services.queues_refresh(study=study)  # as the study page does when the rules change
+    other = UserFactory(username="other-grader", groups=[roles.GRADERS])
+    study.graders.add(other)
+    login_with_keyboard(page, live_server, grader)
+    page.goto(f"{live_server.url}/admin/grading/study/{study.pk}/next/")
+    wait_for_grading_page(page)
+    first_page_url = page.url
+    assert patient_id_of(first_page_url) == patients[0].pk
+    # The other grader had the same patient open from before (an expired hold) and saves first.
+    Presentation.objects.filter(patient=patients[0]).update(reserved_until=timezone.now())
+    theirs = present(study, patients[0], other)
+    services.grade_submit(presentation=theirs, grader=other, answers=answers_for(study))
+
+    answer_with_keys(page, dict.fromkeys(WHO_FIELDS, "Absent"))
+    save_with_enter(page)
+    wait_for_grading_page(page)
+    assert patient_id_of(page.url) == patients[1].pk  # sent on to the next patient
+    warning = " ".join(page.locator(".alert").all_inner_texts())
+    assert "already has its 1 grader(s), so your answers were not saved" in warning
+    assert page.locator(".app-content-header h3").inner_text().strip() == "Patient 1 of 1"
+    screenshot("01-refused-and-sent-on")
+    assert not Grade.objects.filter(grader=grader).exists()
+
+    # Back to the first page: it says what happened, and offers the next patient instead of a form.
+    answer_with_keys(page, dict.fromkeys(WHO_FIELDS, "Absent"))
+    save_with_enter(page)
+    page.goto(first_page_url)
+    assert "got its graders meanwhile" in page.locator(".gc-notice").inner_text()
+    assert page.locator("#gc-form").count() == 0 and page.locator("#gc-regrade").count() == 0
+    assert page.locator("#gc-next").is_visible()
+    screenshot("02-old-page-of-a-full-patient")
     assert failures == []

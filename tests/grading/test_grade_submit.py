@@ -58,7 +58,9 @@ def test_same_page_submitted_twice_saves_one_grade(grading_study, graders, make_
     assert Grade.objects.count() == 1
 
 
-def test_an_old_page_sent_again_with_other_answers_is_refused_and_says_so(grading_study, graders, make_patients):
+def test_an_old_page_sent_again_with_other_answers_is_refused_and_says_so(
+    grading_study, graders, make_patients
+):
     (patient,) = make_patients(grading_study, 1)
     page = present(grading_study, patient, graders[0])
     submit(grading_study, patient, graders[0], presentation=page, choice="0")

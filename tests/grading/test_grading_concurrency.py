@@ -18,28 +18,17 @@ from grading.models import Grade, GraderQueue, Presentation
 from tests.factories import UserFactory
 from tests.grading_support import answers_for, counts_agree, present
 
+if connection.vendor != "postgresql":  # before any database is set up, so nothing is flushed either
+    pytest.skip(
+        "Row locks are proven on PostgreSQL only (set DATABASE_URL to a PostgreSQL database)",
+        allow_module_level=True,
+    )
+
 pytestmark = pytest.mark.django_db(transaction=True)  # the threads must see what the test committed
 
 GRADERS = 10
 PATIENTS = 20
 WAIT_SECONDS = 30  # a barrier nobody reaches in this long means a thread is stuck: fail, not hang
-
-
-@pytest.fixture(autouse=True)
-def postgresql_only() -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("Row locks are proven on PostgreSQL only (set DATABASE_URL to a PostgreSQL database)")
-
-
-@pytest.fixture(autouse=True)
-def role_groups(postgresql_only, transactional_db) -> None:
-    """The role groups as the accounts migration makes them: a transactional test's flush deletes them."""
-    from django.contrib.auth.models import Group
-    from django.db.migrations.loader import MigrationLoader
-
-    if Group.objects.filter(name__in=roles.ROLE_PERMISSIONS).count() == len(roles.ROLE_PERMISSIONS):
-        return
-    roles.roles_sync(MigrationLoader(connection, ignore_no_migrations=True).project_state().apps)
 
 
 def in_threads(work, count: int) -> list[BaseException]:

@@ -41,7 +41,8 @@ def test_masked_pages_show_no_code_and_no_other_graders_answers(
 ):
     client = client_for(graders[0])
     page_url = next_page_url(client, grading_study)
-    for url in [reverse("admin:grading_dashboard"), reverse("admin:grading_study", args=[grading_study.pk]), page_url]:
+    study_url = reverse("admin:grading_study", args=[grading_study.pk])
+    for url in [reverse("admin:grading_dashboard"), study_url, page_url]:
         html = client.get(url).content.decode()
         assert graded_patient.code not in html, url
         assert "OTHER-GRADERS-SECRET-NOTE" not in html, url
@@ -83,9 +84,11 @@ def test_a_repeat_and_a_regrade_of_one_patient_have_different_urls(
             break
         key = url.rstrip("/").split("/")[-1]
         presentation = Presentation.objects.get(key=key)
-        if presentation.kind == "repeat" and presentation.patient_id == Presentation.objects.get(
-            key=first_url.rstrip("/").split("/")[-1]
-        ).patient_id:
+        if (
+            presentation.kind == "repeat"
+            and presentation.patient_id
+            == Presentation.objects.get(key=first_url.rstrip("/").split("/")[-1]).patient_id
+        ):
             repeat_keys.add(url)
         assert client.post(url, answers_for(grading_study)).status_code == 302
         if Grade.objects.filter(grader=graders[0]).count() >= 2 * len(patients):
@@ -245,7 +248,9 @@ def test_an_old_page_resubmitted_with_other_answers_says_it_was_saved(
     assert set(Grade.objects.get(grader=graders[0]).entries.values_list("option__value", flat=True)) == {"0"}
 
 
-def test_seconds_spent_count_from_the_first_showing(grading_study, graded_patient, graders, client_for, monkeypatch):
+def test_seconds_spent_count_from_the_first_showing(
+    grading_study, graded_patient, graders, client_for, monkeypatch
+):
     from datetime import timedelta
 
     from django.utils import timezone

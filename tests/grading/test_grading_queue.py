@@ -57,7 +57,9 @@ def test_queues_are_made_when_graders_are_assigned_and_patients_added(grading_st
     counts_agree(grading_study)
 
 
-def test_a_grader_assigned_late_finds_their_grades_and_the_full_patients(grading_study, graders, make_patients):
+def test_a_grader_assigned_late_finds_their_grades_and_the_full_patients(
+    grading_study, graders, make_patients
+):
     a, b, c = make_patients(grading_study, 3)
     submit(grading_study, a, graders[0])
     submit(grading_study, a, graders[1])  # a has its 2 graders
@@ -171,7 +173,9 @@ def test_no_repeats_when_the_share_is_zero(grading_study, graders, make_patients
     assert not Grade.objects.filter(kind="repeat").exists()
 
 
-def test_the_masked_label_counts_patients_never_repeat_slots(grading_study, graders, make_patients, client_for):
+def test_the_masked_label_counts_patients_never_repeat_slots(
+    grading_study, graders, make_patients, client_for
+):
     grading_study.repeat_share = "0.5"
     grading_study.repeat_gap_min = 2
     grading_study.save()
@@ -313,3 +317,30 @@ def test_the_graded_list_pages_without_counting(grading_study, graders, make_pat
     assert "page 2 of 2" in html and "Patient #51" in html and "Patient #60" in html
     assert "Patient #50<" not in html
     assert present(grading_study, patients[0], graders[0], "regrade")  # the numbers lead to re-grade pages
+
+
+def test_a_grader_taken_off_the_study_frees_the_slot_they_held(grading_study, graders, make_patients):
+    grading_study.graders_per_patient = 1
+    grading_study.save()
+    (patient,) = make_patients(grading_study, 1)
+    held = next_presentation(grading_study, graders[0])
+    assert next_presentation(grading_study, graders[1]) is None
+    grading_study.graders.remove(graders[0])
+    held.refresh_from_db()
+    assert held.outcome == Presentation.Outcome.WITHDRAWN
+    assert next_presentation(grading_study, graders[1]).patient == patient
+
+
+def test_a_page_whose_hold_ran_out_is_not_given_back_when_others_took_the_slot(
+    grading_study, graders, make_patients
+):
+    grading_study.graders_per_patient = 1
+    grading_study.save()
+    (patient,) = make_patients(grading_study, 1)
+    mine = next_presentation(grading_study, graders[0])
+    Presentation.objects.filter(pk=mine.pk).update(reserved_until=timezone.now() - timedelta(minutes=1))
+    theirs = next_presentation(grading_study, graders[1])
+    assert theirs.patient == patient
+    assert next_presentation(grading_study, graders[0]) is None
+    mine.refresh_from_db()
+    assert mine.outcome == Presentation.Outcome.WITHDRAWN

@@ -129,6 +129,7 @@ def test_study_records_who_created_it(admin_client, admin_user):
             "randomized_order": "on",
             "graders_per_patient": 3,
             "repeat_share": "0.10",
+            "repeat_gap_min": "10",
         },
     )
     assert response.status_code == 302
