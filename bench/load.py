@@ -12,9 +12,10 @@ grader has nothing left to grade):
 2. starts gunicorn (settings.prod, --workers x --threads) on 127.0.0.1 and a free
    port, its output in a log file; no static files are collected or fetched;
 3. runs G grader clients in threads: each signs in through /admin/login/, then
-   loops next -> grading page -> POST random answers, and classifies every save
-   by the message on the page it lands on next ("Saved." accepted, "already has
-   its" refused), timing each save POST;
+   loops grading page -> POST random answers ("Save and next": the save answers
+   with a redirect to the next grading page), and classifies every save by the
+   message on the page it lands on ("Saved." accepted, "already has its"
+   refused), timing each save POST;
 4. runs one exporter client: a knox token from POST /api/auth/login/, then every
    --export-every seconds the whole GET /api/grades/?study=<id>&format=csv;
 5. stops gunicorn (always, Ctrl-C included) and checks the database: every
@@ -462,15 +463,16 @@ class Grader(threading.Thread):
             self.stats.finished_at = time.monotonic()
             self.browser.close()
 
-    def land(self):
-        """GET next and the page it redirects to: ("page", path, html), ("study", path, html) or None."""
-        started = time.perf_counter()
-        status, location, body = self.browser.get(self.next_path)
-        self.stats.next_latencies.append(time.perf_counter() - started)
-        if status != 302:
-            if status < 400:
-                self.stats.error(f"GET next: HTTP {status}, not a redirect", body)
-            return None
+    def land(self, location: str | None = None):
+        """The page `next` (or a save, which answers like next) sends to: ("page" | "study", path, html)."""
+        if location is None:
+            started = time.perf_counter()
+            status, location, body = self.browser.get(self.next_path)
+            self.stats.next_latencies.append(time.perf_counter() - started)
+            if status != 302:
+                if status < 400:
+                    self.stats.error(f"GET next: HTTP {status}, not a redirect", body)
+                return None
         path = path_of(location)
         kind = "page" if self.page_re.match(path) else "study" if path == self.study_path else None
         if kind is None:
@@ -486,9 +488,9 @@ class Grader(threading.Thread):
             return None
         return kind, path, body.decode(errors="replace")
 
-    def land_safely(self):
+    def land_safely(self, location: str | None = None):
         try:
-            return self.land()
+            return self.land(location)
         except Exception as error:  # noqa: BLE001
             self.stats.error(f"GET next: {error!r}")
             self.browser.connection.close()
@@ -527,9 +529,9 @@ class Grader(threading.Thread):
             except Exception as error:  # noqa: BLE001
                 self.stats.error(f"POST {path}: {error!r}")
                 self.browser.connection.close()
-                posted = False
+                posted = None
             failures = 0 if posted else failures + 1
-            landed = self.land_safely()  # the next page, which shows what became of this save
+            landed = self.land_safely(posted)  # the next page, which shows what became of this save
             if posted:
                 shown = landed[2] if landed else ""
                 if SAVED in shown:
@@ -539,25 +541,25 @@ class Grader(threading.Thread):
                 else:
                     self.stats.unclassified.append(key)
 
-    def save(self, path: str, key: str, html: str) -> bool:
-        """POST random answers: whether the server redirected to next (saved or refused)."""
+    def save(self, path: str, key: str, html: str) -> str | None:
+        """POST random answers: where the server sent the grader on (saved or refused), or None."""
         options: dict[str, list[str]] = {}
         for name, value in RADIO_RE.findall(html):
             options.setdefault(name, []).append(value)
         token = CSRF_RE.search(html)
         if not options or token is None:
             self.stats.error(f"GET {path}: no answers or no csrf token on the grading page", html.encode())
-            return False
+            return None
         fields = {"csrfmiddlewaretoken": token.group(1), "note": ""}
         fields.update({name: self.random.choice(values) for name, values in options.items()})
         started = time.perf_counter()
         status, location, body = self.browser.post(path, fields, referer=path)
         self.stats.latencies.append(time.perf_counter() - started)
-        if status == 302 and path_of(location) == self.next_path:
-            return True
+        if status == 302 and (self.page_re.match(path_of(location)) or path_of(location) == self.study_path):
+            return location
         if status < 400:
             self.stats.error(f"POST {path}: HTTP {status} to {location!r}", body)
-        return False
+        return None
 
 
 class Exporter(threading.Thread):

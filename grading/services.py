@@ -556,11 +556,17 @@ def _grade_write(*, page, grader, form, chosen, kind, seconds, note) -> Grade:
 
 def _grades_saved_before(*, page: Presentation, grader, chosen: dict, note: str) -> list[Grade]:
     """A page sent again: the same answers get the grades saved the first time; others are refused."""
+    if page.outcome != Presentation.Outcome.SAVED:  # refused or withdrawn: the patient had its graders
+        raise ValidationError(
+            "This patient already has its graders, so your answers were not saved. "
+            "Here is your next patient.",
+            code="patient_full",
+        )
     grades = list(Grade.objects.filter(grader=grader, submission=page.key).prefetch_related("entries"))
     saved = {answer_key(g.grade_type_id, e.field_id): e.option_id for g in grades for e in g.entries.all()}
     sent = {key: option.pk if option else None for key, option in chosen.items()}
     same_note = all(g.note == note.strip() for g in grades)
-    if page.outcome != Presentation.Outcome.SAVED or saved != sent or not same_note:
+    if saved != sent or not same_note:
         raise ValidationError(
             "This page was already saved"
             + (f" at {timezone.localtime(page.ended_at):%H:%M}" if page.ended_at else "")

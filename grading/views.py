@@ -58,7 +58,11 @@ def study_queue(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @require_GET
 def next_patient(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = _study_or_403(request, study_id)
+    return _to_next_patient(request, _study_or_403(request, study_id))
+
+
+def _to_next_patient(request: HttpRequest, study: Study) -> HttpResponse:
+    """A redirect to the grader's next grading page, or to the study's page when none is left now."""
     presentation = services.presentation_next(study=study, grader=request.user)
     if presentation is not None:
         return redirect("admin:grading_page", study_id=study.pk, key=presentation.key)
@@ -106,12 +110,12 @@ def grade_patient(request: HttpRequest, study_id: int, key: uuid.UUID) -> HttpRe
         code = getattr(error, "code", None)
         if code == "patient_full":
             messages.warning(request, error.messages[0])
-            return redirect("admin:grading_next", study_id=study_id)
+            return _to_next_patient(request, presentation.queue.study)
         errors = _errors_of(error)
         status = 409 if code in ("already_saved", "already_graded") else 400
         return _page(request, presentation, answers=answers, note=note, errors=errors, status=status)
     messages.success(request, "Saved.")
-    return redirect("admin:grading_next", study_id=study_id)
+    return _to_next_patient(request, presentation.queue.study)  # "Save and next", in one round trip
 
 
 def _page(request, presentation, *, answers=None, note=None, errors=None, notices=(), status=200):

@@ -229,3 +229,16 @@ def test_a_second_first_grade_page_of_a_graded_patient_is_refused(grading_study,
         submit(grading_study, patient, graders[0], presentation=old_page, choice="1")
     assert error.value.code == "already_graded"
     assert Grade.objects.count() == 1
+
+
+def test_a_refused_page_sent_again_is_refused_again_in_the_same_words(grading_study, graders, make_patients):
+    grading_study.graders_per_patient = 1
+    grading_study.save()
+    (patient,) = make_patients(grading_study, 1)
+    late = present(grading_study, patient, graders[1])
+    submit(grading_study, patient, graders[0])
+    for _ in range(2):
+        with pytest.raises(ValidationError) as error:
+            submit(grading_study, patient, graders[1], presentation=late)
+        assert error.value.code == "patient_full" and "not saved" in error.value.messages[0]
+    assert not Grade.objects.filter(grader=graders[1]).exists()
