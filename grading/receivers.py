@@ -2,9 +2,11 @@
 
 Queues are an index of the studies app's patients and graders, which that
 app does not know of: these receivers build it in the same transaction as
-the change, so no grader's request ever has to.
+the change (a large study's new grader by a background task right after), so
+no grader's request ever has to.
 """
 
+from django.db import transaction
 from django.db.models.signals import m2m_changed, post_save, pre_delete
 from django.dispatch import receiver
 
@@ -13,6 +15,10 @@ from studies.signals import patients_added
 
 from . import services
 from .models import GraderQueue
+from .tasks import queue_build_task
+
+# Patients a study may have for a newly assigned grader's queue to be built within the assigning request.
+QUEUE_BUILT_AT_ONCE = 20_000
 
 
 @receiver(post_save, sender=Patient, dispatch_uid="grading.patient_created")
@@ -51,9 +57,17 @@ def graders_assigned(sender, instance, action: str, reverse: bool, pk_set, **kwa
         return
     if reverse:  # user.graded_studies.add(study, ...)
         for study in Study.objects.filter(pk__in=pk_set):
-            services.queue_build(study=study, grader=instance)
+            _queue_build_soon(study=study, grader_id=instance.pk)
     else:
+        for grader_id in pk_set:
+            _queue_build_soon(study=instance, grader_id=grader_id)
+
+
+def _queue_build_soon(*, study: Study, grader_id: int) -> None:
+    """Here and now for most studies; a large one's queue is built by a background task after commit."""
+    if Patient.objects.filter(study=study).count() <= QUEUE_BUILT_AT_ONCE:
         from django.contrib.auth import get_user_model
 
-        for grader in get_user_model().objects.filter(pk__in=pk_set):
-            services.queue_build(study=instance, grader=grader)
+        services.queue_build(study=study, grader=get_user_model().objects.get(pk=grader_id))
+    else:
+        transaction.on_commit(lambda: queue_build_task.enqueue(study.pk, grader_id))

@@ -229,10 +229,11 @@ class Progress:
 
     graded: int
     to_grade: int
+    preparing: bool = False  # the grader's queue of a large study is still being built
 
     @classmethod
     def of(cls, queue: GraderQueue | None) -> "Progress":
-        return cls(graded=queue.graded, to_grade=queue.pending) if queue else cls(0, 0)
+        return cls(graded=queue.graded, to_grade=queue.pending) if queue else cls(0, 0, preparing=True)
 
     @property
     def total(self) -> int:

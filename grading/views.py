@@ -67,7 +67,9 @@ def _to_next_patient(request: HttpRequest, study: Study) -> HttpResponse:
     if presentation is not None:
         return redirect("admin:grading_page", study_id=study.pk, key=presentation.key)
     progress = selectors.Progress.of(selectors.queue_of(study=study, grader=request.user))
-    if progress.to_grade:
+    if progress.preparing:
+        messages.info(request, "Your queue of this study is being prepared. Try again in a minute.")
+    elif progress.to_grade:
         messages.info(
             request,
             "The patients left for you are open on other graders' pages right now. "

@@ -337,3 +337,16 @@ def test_threaded_server_never_shows_a_grader_a_real_code(live_server, grading_s
         thread.join()
     assert not errors, errors
     assert not leaks, f"{len(leaks)} grader page loads showed real codes"
+
+
+def test_keep_does_not_revive_a_hold_that_ran_out(grading_study, graded_patient, graders, client_for):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    client = client_for(graders[0])
+    key = next_page_url(client, grading_study).rstrip("/").split("/")[-1]
+    Presentation.objects.filter(key=key).update(reserved_until=timezone.now() - timedelta(seconds=1))
+    assert client.post(reverse("admin:grading_keep", args=[grading_study.pk, key])).json() == {"kept": False}
+    assert next_page_url(client, grading_study).endswith(f"/{key}/")  # `next` checks the slot, then revives
+    assert Presentation.objects.get(key=key).reserved_until > timezone.now()

@@ -344,3 +344,24 @@ def test_a_page_whose_hold_ran_out_is_not_given_back_when_others_took_the_slot(
     assert next_presentation(grading_study, graders[0]) is None
     mine.refresh_from_db()
     assert mine.outcome == Presentation.Outcome.WITHDRAWN
+
+
+def test_a_large_study_builds_a_new_graders_queue_in_the_background(
+    grading_study, graders, make_patients, client_for, monkeypatch, django_capture_on_commit_callbacks
+):
+    from grading import receivers
+
+    make_patients(grading_study, 3)
+    monkeypatch.setattr(receivers, "QUEUE_BUILT_AT_ONCE", 2)  # as if the study were large
+    newcomer = graders[0].__class__.objects.create_user("newcomer", is_staff=True)
+    with django_capture_on_commit_callbacks() as callbacks:
+        grading_study.graders.add(newcomer)
+    assert selectors.queue_of(study=grading_study, grader=newcomer) is None  # nothing built in the request
+    client = client_for(newcomer)
+    assert "Your queue is being prepared" in client.get(reverse("admin:grading_dashboard")).content.decode()
+    response = client.get(reverse("admin:grading_next", args=[grading_study.pk]), follow=True)
+    assert "being prepared" in response.content.decode()
+    for callback in callbacks:  # the task, which the embedded run's backend runs at once
+        callback()
+    assert progress_of(grading_study, newcomer).to_grade == 3
+    counts_agree(grading_study)
