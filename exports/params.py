@@ -160,3 +160,19 @@ def min_graders(params, default: int) -> int:
     if not 1 <= number <= 50:
         raise _bad("min_graders", "min_graders must be between 1 and 50.")
     return number
+
+
+def choice(params, name: str, *, choices: tuple[str, ...], default: str) -> str:
+    value = params.get(name) or default
+    if value not in choices:
+        raise _bad(name, f"{name} must be one of {', '.join(choices)}, not {value!r}.")
+    return value
+
+
+def rounds(params, *, default: int = 1000) -> int:
+    number = _whole_number(params, "rounds")
+    if number is None:
+        return default
+    if not 0 <= number <= 10_000:
+        raise _bad("rounds", "rounds (bootstrap resamples) must be between 0 and 10000.")
+    return number

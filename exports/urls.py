@@ -12,6 +12,7 @@ urlpatterns = [
     path("images/<int:pk>/file/", views.ImageFile.as_view(), name="api-image-file"),
     path("grades/", views.GradeExport.as_view(), name="api-grades"),
     path("training-set/", views.TrainingSet.as_view(), name="api-training-set"),
+    path("agreement/", views.Agreement.as_view(), name="api-agreement"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -11,15 +11,18 @@ from rest_framework import serializers
 from rest_framework.authentication import BasicAuthentication
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
+from grading.reports import AGREEMENT_COLUMNS, Ungradable, agreement_report, agreement_rows
 from studies.models import Image
 from studies.storage import storage_is_local
 from studies.views import stored_file_response
 
 from . import params, selectors
 from .permissions import IsDataTeam
+from .selectors import Table
 from .serializers import ImageSerializer, StudySerializer
 from .streams import table_response
 
@@ -222,3 +225,33 @@ class TrainingSet(APIView):
         )
         file_format = params.export_format(query)
         return table_response(table, file_format=file_format, filename=f"training-set-study-{study.pk}")
+
+
+AGREEMENT_PARAMETERS = [
+    OpenApiParameter("study", OpenApiTypes.INT, required=True),
+    OpenApiParameter("ungradable", OpenApiTypes.STR, enum=list(Ungradable.CHOICES),
+                     description="Leave ungradable answers out (default) or count them as a category."),
+    OpenApiParameter("rounds", OpenApiTypes.INT, description="Bootstrap resamples for the 95 % intervals; "
+                     "default 1000, 0 for none."),
+    OpenApiParameter("seed", OpenApiTypes.INT, description="Seed of the bootstrap; default 0."),
+    OpenApiParameter("format", OpenApiTypes.STR, enum=["csv", "json"], description="Default json."),
+]  # fmt: skip
+
+
+class Agreement(APIView):
+    """A study's agreement report: per field, coefficients with 95 % intervals, graders, pairs, repeats."""
+
+    @extend_schema(parameters=AGREEMENT_PARAMETERS, responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        query = request.query_params
+        study = params.study(query, required=True)
+        ungradable = params.choice(
+            query, "ungradable", choices=Ungradable.CHOICES, default=Ungradable.EXCLUDED
+        )
+        report = agreement_report(
+            study=study, ungradable=ungradable, rounds=params.rounds(query), seed=params.seed(query)
+        )
+        if params.export_format(query) == "csv":
+            table = Table(header=AGREEMENT_COLUMNS, rows=agreement_rows(report))
+            return table_response(table, file_format="csv", filename=f"agreement-study-{study.pk}")
+        return Response(report.as_dict())

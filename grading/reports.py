@@ -1,0 +1,242 @@
+"""The agreement report of a study: what graders' answers say about how far to trust them.
+
+Reads a study's grades in a few aggregate queries (never per patient), then leaves the figures to
+grading.agreement. One unit is one patient; answers are the graders' current regular grades.
+"""
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+
+from studies.models import Study
+
+from . import agreement
+from .models import Grade, GradeEntry, GradeOption
+
+
+class Ungradable:
+    """How ungradable answers count in every figure: left out, or a category of their own."""
+
+    EXCLUDED = "excluded"
+    CATEGORY = "category"
+    CHOICES = (EXCLUDED, CATEGORY)
+
+    @staticmethod
+    def says(choice: str) -> str:
+        return (
+            "ungradable answers left out"
+            if choice == Ungradable.EXCLUDED
+            else "ungradable counted as a category"
+        )
+
+
+@dataclass
+class GraderFigures:
+    grader: str
+    answers: int
+    options: dict[str, int]
+    against_others: agreement.Figure  # Cohen's kappa against the majority of the other graders
+    sensitivity: agreement.Figure | None = None  # two-level fields only, against that majority
+    specificity: agreement.Figure | None = None
+    repeatability: agreement.Figure | None = None  # Cohen's kappa of their first grades and repeats
+
+
+@dataclass
+class FieldReport:
+    grade_type: str
+    field: str
+    options: list[str]
+    coefficients: dict[str, agreement.Figure]
+    graders: list[GraderFigures] = field(default_factory=list)
+    pairwise: dict[str, dict[str, agreement.Figure]] = field(default_factory=dict)
+
+
+@dataclass
+class AgreementReport:
+    study: str
+    ungradable: str
+    rounds: int
+    seed: int
+    fields: list[FieldReport]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def agreement_report(
+    *, study: Study, ungradable: str = Ungradable.EXCLUDED, rounds: int = 1000, seed: int = 0
+):
+    """Every field of the study's grade types: coefficients with intervals, graders, pairs, repeats.
+
+    Three queries whatever the study's size; the bootstrap is seeded, so the same grades give the same
+    report. Ungradable answers are left out or counted as a category, as asked, in every figure.
+    """
+    answers = _current_answers(study=study, ungradable=ungradable)
+    repeats = _repeat_pairs(study=study, ungradable=ungradable)
+    fields = []
+    for (grade_type, field_name, options, positive), units in _fields_of(study=study, answers=answers):
+        ratings = list(units.values())
+        report = FieldReport(
+            grade_type=grade_type,
+            field=field_name,
+            options=options,
+            coefficients=_coefficients(ratings, rounds=rounds, seed=seed),
+            pairwise=_pairwise(ratings),
+        )
+        report.graders = [
+            _grader_figures(grader, ratings, positive, repeats.get((grade_type, field_name, grader), []))
+            for grader in sorted({g for unit in ratings for g in unit})
+        ]
+        fields.append(report)
+    return AgreementReport(study=study.name, ungradable=ungradable, rounds=rounds, seed=seed, fields=fields)
+
+
+def _coefficients(ratings: list, *, rounds: int, seed: int) -> dict[str, agreement.Figure]:
+    if rounds == 0:  # figures without intervals
+        return {name: statistic(ratings=ratings) for name, statistic in agreement.COEFFICIENTS.items()}
+    return agreement.agreement_summary(ratings=ratings, rounds=rounds, seed=seed)
+
+
+def _answer(option_value, option_ungradable, ungradable: str) -> str | None:
+    if option_value is None or (option_ungradable and ungradable == Ungradable.EXCLUDED):
+        return None
+    return option_value
+
+
+def _current_answers(*, study: Study, ungradable: str) -> dict[tuple[int, int], dict[int, dict[str, str]]]:
+    """(grade type, field) -> patient -> grader -> answer, from the current regular grades: one query."""
+    rows = GradeEntry.objects.filter(
+        grade__patient__study=study, grade__kind=Grade.Kind.REGULAR, grade__is_current=True
+    ).values_list(
+        "grade__grade_type_id", "field_id", "grade__patient_id", "grade__grader__username",
+        "option__value", "option__ungradable",
+    )  # fmt: skip
+    answers: dict = defaultdict(lambda: defaultdict(dict))
+    for grade_type_id, field_id, patient_id, grader, value, is_ungradable in rows.iterator(chunk_size=5000):
+        answer = _answer(value, is_ungradable, ungradable)
+        if answer is not None:
+            answers[(grade_type_id, field_id)][patient_id][grader] = answer
+    return answers
+
+
+def _fields_of(*, study: Study, answers: dict):
+    """Each field of the study's active grade types, in order, with its units (even if none)."""
+    options = GradeOption.objects.filter(
+        field__grade_type__studies=study, field__grade_type__is_active=True
+    ).order_by("field__grade_type__name", "field__grade_type_id", "field__order", "field_id", "order", "pk")
+    per_field: dict = {}
+    for option in options.select_related("field__grade_type"):
+        key = (option.field.grade_type_id, option.field_id)
+        entry = per_field.setdefault(key, [option.field.grade_type.name, option.field.name, [], []])
+        entry[2].append(option.value)
+        if not option.ungradable:
+            entry[3].append(option.value)
+    for key, (grade_type, field_name, values, gradable) in per_field.items():
+        # Two-level fields (absent / present) get sensitivity and specificity: the second level is positive.
+        positive = gradable[1] if len(gradable) == 2 else None
+        yield (grade_type, field_name, values, positive), answers.get(key, {})
+
+
+def _repeat_pairs(*, study: Study, ungradable: str) -> dict[tuple[str, str, str], list[tuple[str, str]]]:
+    """(grade type, field, grader) -> (first answer, repeat answer), the first being the regular grade
+    current when the repeat was given: two queries."""
+    grades = Grade.objects.filter(patient__study=study, kind__in=[Grade.Kind.REGULAR, Grade.Kind.REPEAT])
+    regular = defaultdict(list)  # (patient, grade type, grader) -> [(given at, superseded at, grade id)]
+    for pk, patient, grade_type, grader, at, superseded_at in grades.filter(
+        kind=Grade.Kind.REGULAR
+    ).values_list(
+        "pk", "patient_id", "grade_type_id", "grader_id", "created_at", "superseded_by__created_at"
+    ):
+        regular[(patient, grade_type, grader)].append((at, superseded_at, pk))
+    matched = {}  # repeat grade id -> the regular grade current at the time
+    for pk, patient, grade_type, grader, at in grades.filter(kind=Grade.Kind.REPEAT).values_list(
+        "pk", "patient_id", "grade_type_id", "grader_id", "created_at"
+    ):
+        for given, superseded, regular_pk in regular.get((patient, grade_type, grader), []):
+            if given <= at and (superseded is None or superseded > at):
+                matched[pk] = regular_pk
+    entries = GradeEntry.objects.filter(grade_id__in=[*matched, *matched.values()]).values_list(
+        "grade_id", "grade__grade_type__name", "field__name", "grade__grader__username",
+        "option__value", "option__ungradable",
+    )  # fmt: skip
+    answer_of = {
+        (grade_id, field_name): (grade_type, grader, _answer(value, is_ungradable, ungradable))
+        for grade_id, grade_type, field_name, grader, value, is_ungradable in entries
+    }
+    pairs = defaultdict(list)
+    for (grade_id, field_name), (grade_type, grader, repeat_answer) in answer_of.items():
+        if grade_id not in matched:
+            continue
+        first = answer_of.get((matched[grade_id], field_name), (None, None, None))[2]
+        pairs[(grade_type, field_name, grader)].append((first, repeat_answer))
+    return pairs
+
+
+def _majority_of_others(unit: dict[str, str], grader: str) -> str | None:
+    """The answer most of the other graders gave, if one answer has a strict majority among them."""
+    counts = Counter(answer for other, answer in unit.items() if other != grader).most_common(2)
+    if not counts or (len(counts) == 2 and counts[0][1] == counts[1][1]):
+        return None
+    return counts[0][0]
+
+
+def _grader_figures(grader: str, ratings: list, positive: str | None, repeats: list) -> GraderFigures:
+    mine = [unit for unit in ratings if grader in unit]
+    against = [(unit[grader], _majority_of_others(unit, grader)) for unit in mine]
+    figures = GraderFigures(
+        grader=grader,
+        answers=len(mine),
+        options=dict(Counter(unit[grader] for unit in mine)),
+        against_others=agreement.cohen_kappa(pairs=against),
+        repeatability=agreement.cohen_kappa(pairs=repeats) if repeats else None,
+    )
+    if positive is not None:
+        figures.sensitivity, figures.specificity = agreement.sensitivity_specificity(
+            pairs=against, positive=positive
+        )
+    return figures
+
+
+def _pairwise(ratings: list) -> dict[str, dict[str, agreement.Figure]]:
+    matrix: dict[str, dict[str, agreement.Figure]] = defaultdict(dict)
+    for (first, second), figure in agreement.cohen_matrix(ratings=ratings).items():
+        matrix[first][second] = matrix[second][first] = figure
+    return dict(matrix)
+
+
+AGREEMENT_COLUMNS = [
+    "grade_type", "field", "figure", "grader", "versus", "value", "low", "high", "units", "ratings", "note",
+    "ungradable",
+]  # fmt: skip
+
+
+def agreement_rows(report: AgreementReport):
+    """The report as flat rows under AGREEMENT_COLUMNS, for CSV: every figure says how ungradable counted."""
+    says = Ungradable.says(report.ungradable)
+
+    def row(item: FieldReport, figure_name, figure, grader="", versus=""):
+        low, high = figure.interval or (None, None)
+        return [
+            item.grade_type, item.field, figure_name, grader, versus, figure.value, low, high,
+            figure.units, figure.ratings, figure.note, says,
+        ]  # fmt: skip
+
+    for item in report.fields:
+        for name, figure in item.coefficients.items():
+            yield row(item, name, figure)
+        for first, others in sorted(item.pairwise.items()):
+            for second, figure in sorted(others.items()):
+                if first < second:
+                    yield row(item, "cohen_kappa", figure, first, second)
+        for grader in item.graders:
+            yield row(
+                item, "kappa_against_others", grader.against_others, grader.grader, "majority of others"
+            )
+            for name in ("sensitivity", "specificity", "repeatability"):
+                figure = getattr(grader, name)
+                if figure is not None:
+                    versus = "own first grades" if name == "repeatability" else "majority of others"
+                    yield row(item, name, figure, grader.grader, versus)
+            for option in item.options:
+                count = grader.options.get(option, 0)
+                yield [item.grade_type, item.field, "answers", grader.grader, option, count, None, None,
+                       grader.answers, grader.answers, "", says]  # fmt: skip
