@@ -350,3 +350,28 @@ def test_keep_does_not_revive_a_hold_that_ran_out(grading_study, graded_patient,
     assert client.post(reverse("admin:grading_keep", args=[grading_study.pk, key])).json() == {"kept": False}
     assert next_page_url(client, grading_study).endswith(f"/{key}/")  # `next` checks the slot, then revives
     assert Presentation.objects.get(key=key).reserved_until > timezone.now()
+
+
+@pytest.mark.parametrize("role", ["Study administrators", "Image collectors", "Data team", "superuser"])
+def test_every_other_role_is_refused_the_grading_pages_of_a_study_it_does_not_grade(
+    grading_study, graded_patient, graders, client_for, role
+):
+    user = UserFactory(
+        username=f"someone-{role.split()[0].lower()}", groups=[] if role == "superuser" else [role]
+    )
+    if role == "superuser":
+        user.is_superuser = True
+        user.save()
+    page = present(grading_study, graded_patient, graders[0])
+    client = client_for(user)
+    assert client.get(reverse("admin:grading_dashboard")).status_code == 200  # lists nothing to grade
+    for method, url in [
+        ("get", reverse("admin:grading_study", args=[grading_study.pk])),
+        ("get", reverse("admin:grading_next", args=[grading_study.pk])),
+        ("get", reverse("admin:grading_page", args=[grading_study.pk, page.key])),
+        ("post", reverse("admin:grading_page", args=[grading_study.pk, page.key])),
+        ("post", reverse("admin:grading_keep", args=[grading_study.pk, page.key])),
+        ("post", reverse("admin:grading_regrade", args=[grading_study.pk, 1])),
+    ]:
+        assert getattr(client, method)(url).status_code == 403, (method, url)
+    assert not Grade.objects.filter(grader=user).exists()
