@@ -153,6 +153,13 @@ def seed(params) -> int:
     return 0 if number is None else number
 
 
+def bootstrap_seed(params) -> int:
+    number = seed(params)
+    if not 0 <= number < 2**32:
+        raise _bad("seed", "seed must be a whole number from 0 to 4294967295.")
+    return number
+
+
 def min_graders(params, default: int) -> int:
     number = _whole_number(params, "min_graders")
     if number is None:

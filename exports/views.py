@@ -249,7 +249,7 @@ class Agreement(APIView):
             query, "ungradable", choices=Ungradable.CHOICES, default=Ungradable.EXCLUDED
         )
         report = agreement_report(
-            study=study, ungradable=ungradable, rounds=params.rounds(query), seed=params.seed(query)
+            study=study, ungradable=ungradable, rounds=params.rounds(query), seed=params.bootstrap_seed(query)
         )
         if params.export_format(query) == "csv":
             table = Table(header=AGREEMENT_COLUMNS, rows=agreement_rows(report))

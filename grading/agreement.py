@@ -78,14 +78,13 @@ class Statistic(Protocol):
 
 @dataclass(frozen=True)
 class _AnswerCounts:
-    """The ratings as the four coefficients read them: per answered unit, how many graders chose each category.
+    """The ratings as the four coefficients read them: how many graders chose each category, per unit.
 
-    Rows are the units with at least one answer, in the order given; columns are the categories anybody
-    chose, sorted. `shortage` says why no unit carries two answers, or is "" when one does.
+    Rows of `counts` are the units with at least one answer, in the order given; columns are the
+    categories anybody chose, sorted. `shortage` says why no unit carries two answers, or is "" when one does.
     """
 
     counts: np.ndarray
-    categories: list[str]
     shortage: str
 
     @property
@@ -109,9 +108,7 @@ def _answer_counts(ratings: Ratings) -> _AnswerCounts:
     )
     shape = (len(answered), len(categories))
     counts = np.bincount(cells, minlength=shape[0] * shape[1]).reshape(shape)
-    return _AnswerCounts(
-        counts=counts, categories=categories, shortage=_shortage_note(ratings, counts.sum(axis=1))
-    )
+    return _AnswerCounts(counts=counts, shortage=_shortage_note(ratings, counts.sum(axis=1)))
 
 
 def _graders(ratings: Ratings) -> list[str]:
@@ -149,8 +146,11 @@ def _figure(value: float, *, units: int, ratings: int, note: str = "") -> Figure
 
 
 def _chosen_categories(units: np.ndarray) -> np.ndarray:
-    """The columns of the categories chosen at least once in these units."""
-    return units[:, units.sum(axis=0) > 0]
+    """The columns of the categories chosen at least once in these units, in C order.
+
+    C order as the libraries were always given: their sums depend on the memory layout in the last bit.
+    """
+    return np.ascontiguousarray(units[:, units.sum(axis=0) > 0])
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -296,11 +296,13 @@ def _resampled_krippendorff_alpha(counts: np.ndarray, weights: np.ndarray) -> np
     answers = counts.sum(axis=1)
     pairable = answers >= 2
     disagreeing_pairs = answers**2 - (counts**2).sum(axis=1)  # sum_{c != k} n_uc n_uk
-    coincidences = np.divide(disagreeing_pairs, answers - 1, out=np.zeros(len(counts)), where=pairable)
+    disagreeing_coincidences = np.divide(
+        disagreeing_pairs, answers - 1, out=np.zeros(len(counts)), where=pairable
+    )
     values = weights @ (counts * pairable[:, np.newaxis])  # resamples x categories: n_c
     total = values.sum(axis=1)
     expected = total**2 - (values**2).sum(axis=1)  # sum_{c != k} n_c n_k: 0 with fewer than 2 categories
-    return 1 - _ratio((total - 1) * (weights @ coincidences), expected)
+    return 1 - _ratio((total - 1) * (weights @ disagreeing_coincidences), expected)
 
 
 # --- Gwet's AC1 -----------------------------------------------------------------------------------------
@@ -481,7 +483,10 @@ def _resample_weights(group_sizes: np.ndarray, *, rounds: int, seed: int) -> np.
     return draws.astype(float)
 
 
-def _resamples(answers: _AnswerCounts, *, rounds: int, seed: int) -> _Resamples:
+def _resamples(answers: _AnswerCounts, *, rounds: int, seed: int) -> _Resamples | None:
+    """The resamples of the answered units; None when fewer than 2 units carry an answer."""
+    if len(answers.counts) < 2:
+        return None
     counts, units = np.unique(answers.counts, axis=0, return_counts=True)
     return _Resamples(counts=counts, weights=_resample_weights(units, rounds=rounds, seed=seed))
 
@@ -501,9 +506,9 @@ def _percentile_interval(values: np.ndarray, *, level: float) -> tuple[float, fl
 
 
 def _counted_interval(
-    answers: _AnswerCounts, counted: _Counted, figure: Figure, resamples: _Resamples, *, level: float
+    counted: _Counted, figure: Figure, resamples: _Resamples | None, *, level: float
 ) -> tuple[float, float] | None:
-    if len(answers.counts) < 2 or figure.value is None:
+    if resamples is None or figure.value is None:
         return None
     return _percentile_interval(counted.resampled(resamples.counts, resamples.weights), level=level)
 
@@ -546,7 +551,7 @@ def bootstrap_interval(
         return _looped_interval(ratings, statistic, rounds=rounds, seed=seed, level=level)
     answers = _answer_counts(ratings)
     resamples = _resamples(answers, rounds=rounds, seed=seed)
-    return _counted_interval(answers, counted, counted.figure(answers), resamples, level=level)
+    return _counted_interval(counted, counted.figure(answers), resamples, level=level)
 
 
 # --- Summary --------------------------------------------------------------------------------------------
@@ -573,7 +578,5 @@ def agreement_summary(*, ratings: Ratings, rounds: int = 1000, seed: int = 0) ->
     for name, statistic in COEFFICIENTS.items():
         counted = _COUNTED[statistic]
         figure = counted.figure(answers)
-        summary[name] = replace(
-            figure, interval=_counted_interval(answers, counted, figure, resamples, level=0.95)
-        )
+        summary[name] = replace(figure, interval=_counted_interval(counted, figure, resamples, level=0.95))
     return summary

@@ -136,6 +136,7 @@ def test_the_api_gives_the_report_as_json_and_csv(api, graded_study):
         ({"study": "S", "rounds": "-1"}, "rounds"),
         ({"study": "S", "rounds": "100000"}, "rounds"),
         ({"study": "S", "seed": "one"}, "seed"),
+        ({"study": "S", "seed": "-1"}, "seed"),
         ({"study": "S", "format": "xml"}, "format"),
     ],
 )

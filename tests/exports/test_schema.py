@@ -41,6 +41,7 @@ GET_OPERATIONS = [
     "/api/images/{id}/file/",
     "/api/grades/",
     "/api/training-set/",
+    "/api/agreement/",
 ]
 # Per operation and generation mode; SCHEMA_MAX_EXAMPLES=500 for a deeper (slower) run.
 MAX_EXAMPLES = int(os.environ.get("SCHEMA_MAX_EXAMPLES", 30))

@@ -1,7 +1,9 @@
 """Agreement statistics: every figure checked against a published worked example or hand arithmetic."""
 
 import math
+import random
 
+import numpy as np
 import pytest
 
 from grading import agreement
@@ -393,3 +395,114 @@ def test_summary_gives_the_four_coefficients_each_with_its_interval():
         assert figure.value == agreement.COEFFICIENTS[name](ratings=ratings).value
         low, high = figure.interval
         assert low <= figure.value <= high
+
+
+# --- Figures from answer counts: the libraries' values, the plain bootstrap's intervals -------------------
+
+
+def random_study(seed: int, *, units: int, graders: int) -> list[dict[str, str | None]]:
+    """Random answers among 3 categories with about a third missing: units carry 0 to `graders` answers."""
+    draw = random.Random(seed)
+    return [
+        {grader: draw.choice("abc") if draw.random() > 0.35 else None for grader in "ABCDEF"[:graders]}
+        for _ in range(units)
+    ]
+
+
+# 13 eyes, 2 graders, one sign seen on 2 eyes: about 1 resample in 9 holds no eye graded "present".
+RARE_PRESENT = [{"A": "absent", "B": "absent"}] * 10 + [
+    {"A": "present", "B": "absent"},
+    {"A": "present", "B": "present"},
+    {"A": "absent"},
+]
+
+
+def from_counts_on_the_whole_sample(statistic, ratings) -> float:
+    """The vectorized formula of `statistic`, given a single "resample": every unit once."""
+    answers = agreement._answer_counts(ratings)
+    rows, units = np.unique(answers.counts, axis=0, return_counts=True)
+    return agreement._COUNTED[statistic].resampled(rows, units[np.newaxis].astype(float))[0]
+
+
+def plain_bootstrap_values(statistic, ratings, *, rounds: int, seed: int) -> list[float | None]:
+    """The point estimate called on each resample, rebuilt as ratings from the module's own draws.
+
+    A draw says how many units with each row of answer counts a resample holds; the units are picked at
+    random among those with that row, so graders differ from the module's representative rows.
+    """
+    answers = agreement._answer_counts(ratings)
+    resamples = agreement._resamples(answers, rounds=rounds, seed=seed)
+    answered = [unit for unit in ratings if any(answer is not None for answer in unit.values())]
+    with_row = {}
+    for row, unit in zip(answers.counts.tolist(), answered, strict=True):
+        with_row.setdefault(tuple(row), []).append(unit)
+    groups = [with_row[tuple(row)] for row in resamples.counts.tolist()]
+    pick = random.Random(seed)
+    return [
+        statistic(
+            ratings=[
+                unit
+                for group, times in zip(groups, weights, strict=True)
+                for unit in pick.choices(group, k=int(times))
+            ]
+        ).value
+        for weights in resamples.weights
+    ]
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("statistic", ALL_COEFFICIENTS)
+def test_figures_from_answer_counts_equal_the_library_values_with_missing_ratings(statistic, seed):
+    # Fleiss' kappa from statsmodels, alpha from krippendorff, percent agreement and AC1 from plain sums.
+    ratings = random_study(seed, units=80, graders=3 + seed % 3)
+
+    assert from_counts_on_the_whole_sample(statistic, ratings) == pytest.approx(
+        statistic(ratings=ratings).value, abs=1e-9
+    )
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("statistic", ALL_COEFFICIENTS)
+@pytest.mark.parametrize(
+    "ratings",
+    [random_study(11, units=30, graders=4), RARE_PRESENT],
+    ids=["2 to 4 answers per unit", "a rare sign"],
+)
+def test_bootstrap_from_counts_gives_the_interval_of_the_plain_loop_over_the_same_resamples(
+    statistic, ratings
+):
+    values = plain_bootstrap_values(statistic, ratings, rounds=300, seed=5)
+    kept = [value for value in values if value is not None]
+
+    interval = bootstrap_interval(ratings=ratings, statistic=statistic, rounds=300, seed=5)
+
+    assert interval == pytest.approx(tuple(np.quantile(kept, [0.025, 0.975])), abs=1e-12)
+    if ratings is RARE_PRESENT and statistic is not percent_agreement:
+        assert 0 < len(values) - len(kept) < 150  # some resamples hold no "present": dropped
+
+
+def test_summary_intervals_are_those_of_bootstrap_interval_with_the_same_seed():
+    ratings = random_study(3, units=50, graders=4)
+
+    summary = agreement_summary(ratings=ratings, rounds=200, seed=9)
+
+    for name, statistic in agreement.COEFFICIENTS.items():
+        assert summary[name].interval == bootstrap_interval(
+            ratings=ratings, statistic=statistic, rounds=200, seed=9
+        )
+
+
+def test_bootstrap_of_a_statistic_built_on_a_coefficient_calls_it_on_each_resample():
+    def kappa_without_ungradable(*, ratings):
+        return fleiss_kappa(ratings=ratings_without(ratings=ratings, values={"ungradable"}))
+
+    ratings = ratings_from_counts(FLEISS_1971)
+
+    interval = bootstrap_interval(ratings=ratings, statistic=kappa_without_ungradable, rounds=100, seed=2)
+
+    assert interval == bootstrap_interval(
+        ratings=ratings, statistic=kappa_without_ungradable, rounds=100, seed=2
+    )
+    low, high = interval
+    assert low < fleiss_kappa(ratings=ratings).value < high
