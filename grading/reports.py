@@ -7,6 +7,8 @@ grading.agreement. One unit is one patient; answers are the graders' current reg
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
+from django.db.models import Exists, OuterRef
+
 from studies.models import Study
 
 from . import agreement
@@ -82,9 +84,12 @@ def agreement_report(
             coefficients=_coefficients(ratings, rounds=rounds, seed=seed),
             pairwise=_pairwise(ratings),
         )
+        against = _against_others(ratings)
         report.graders = [
-            _grader_figures(grader, ratings, positive, repeats.get((grade_type, field_name, grader), []))
-            for grader in sorted({g for unit in ratings for g in unit})
+            _grader_figures(
+                grader, against[grader], positive, repeats.get((grade_type, field_name, grader), [])
+            )
+            for grader in sorted(against)
         ]
         fields.append(report)
     return AgreementReport(study=study.name, ungradable=ungradable, rounds=rounds, seed=seed, fields=fields)
@@ -139,16 +144,18 @@ def _fields_of(*, study: Study, answers: dict):
 def _repeat_pairs(*, study: Study, ungradable: str) -> dict[tuple[str, str, str], list[tuple[str, str]]]:
     """(grade type, field, grader) -> (first answer, repeat answer), the first being the regular grade
     current when the repeat was given: two queries."""
-    grades = Grade.objects.filter(patient__study=study, kind__in=[Grade.Kind.REGULAR, Grade.Kind.REPEAT])
+    repeats = Grade.objects.filter(patient__study=study, kind=Grade.Kind.REPEAT)
+    repeated = repeats.filter(
+        patient=OuterRef("patient"), grader=OuterRef("grader"), grade_type=OuterRef("grade_type")
+    )
+    firsts = Grade.objects.filter(patient__study=study, kind=Grade.Kind.REGULAR).filter(Exists(repeated))
     regular = defaultdict(list)  # (patient, grade type, grader) -> [(given at, superseded at, grade id)]
-    for pk, patient, grade_type, grader, at, superseded_at in grades.filter(
-        kind=Grade.Kind.REGULAR
-    ).values_list(
+    for pk, patient, grade_type, grader, at, superseded_at in firsts.values_list(
         "pk", "patient_id", "grade_type_id", "grader_id", "created_at", "superseded_by__created_at"
     ):
         regular[(patient, grade_type, grader)].append((at, superseded_at, pk))
     matched = {}  # repeat grade id -> the regular grade current at the time
-    for pk, patient, grade_type, grader, at in grades.filter(kind=Grade.Kind.REPEAT).values_list(
+    for pk, patient, grade_type, grader, at in repeats.values_list(
         "pk", "patient_id", "grade_type_id", "grader_id", "created_at"
     ):
         for given, superseded, regular_pk in regular.get((patient, grade_type, grader), []):
@@ -171,21 +178,34 @@ def _repeat_pairs(*, study: Study, ungradable: str) -> dict[tuple[str, str, str]
     return pairs
 
 
-def _majority_of_others(unit: dict[str, str], grader: str) -> str | None:
-    """The answer most of the other graders gave, if one answer has a strict majority among them."""
-    counts = Counter(answer for other, answer in unit.items() if other != grader).most_common(2)
-    if not counts or (len(counts) == 2 and counts[0][1] == counts[1][1]):
-        return None
-    return counts[0][0]
+def _against_others(ratings: list) -> dict[str, list[tuple[str, str | None]]]:
+    """Per grader: (their answer, the answer a strict majority of the other graders gave, or None)."""
+    pairs: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    for unit in ratings:
+        counts = Counter(unit.values())
+        for grader, answer in unit.items():
+            counts[answer] -= 1
+            pairs[grader].append((answer, _strict_majority(counts)))
+            counts[answer] += 1
+    return pairs
 
 
-def _grader_figures(grader: str, ratings: list, positive: str | None, repeats: list) -> GraderFigures:
-    mine = [unit for unit in ratings if grader in unit]
-    against = [(unit[grader], _majority_of_others(unit, grader)) for unit in mine]
+def _strict_majority(counts: Counter) -> str | None:
+    best, best_count, tied = None, 0, False
+    for answer, count in counts.items():
+        if count > best_count:
+            best, best_count, tied = answer, count, False
+        elif count == best_count:
+            tied = True
+    return None if tied or best_count == 0 else best
+
+
+def _grader_figures(grader: str, against: list, positive: str | None, repeats: list) -> GraderFigures:
+    """One grader's figures from (their answer, majority of the others) on each patient they graded."""
     figures = GraderFigures(
         grader=grader,
-        answers=len(mine),
-        options=dict(Counter(unit[grader] for unit in mine)),
+        answers=len(against),
+        options=dict(Counter(answer for answer, _ in against)),
         against_others=agreement.cohen_kappa(pairs=against),
         repeatability=agreement.cohen_kappa(pairs=repeats) if repeats else None,
     )
