@@ -7,6 +7,7 @@ grading.agreement. One unit is one patient; answers are the graders' current reg
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
+from django.db import transaction
 from django.db.models import Exists, OuterRef
 
 from studies.models import Study
@@ -72,8 +73,9 @@ def agreement_report(
     Three queries whatever the study's size; the bootstrap is seeded, so the same grades give the same
     report. Ungradable answers are left out or counted as a category, as asked, in every figure.
     """
-    answers = _current_answers(study=study, ungradable=ungradable)
-    repeats = _repeat_pairs(study=study, ungradable=ungradable)
+    with transaction.atomic():  # one snapshot; PostgreSQL streams the cursor as read, with no held copy
+        answers = _current_answers(study=study, ungradable=ungradable)
+        repeats = _repeat_pairs(study=study, ungradable=ungradable)
     fields = []
     for (grade_type, field_name, options, positive), units in _fields_of(study=study, answers=answers):
         ratings = list(units.values())
