@@ -1,12 +1,13 @@
 """The grading admin: grade types defined on one page, grades with history, study and patient additions."""
 
+import csv
 import json
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Case, F, Prefetch, Value, When
-from django.http import HttpResponse
-from django.shortcuts import redirect
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html_join
@@ -17,6 +18,15 @@ from studies.models import Patient, Study
 from . import selectors, services
 from .forms import GradeFieldForm, GradeTypeImportForm, StudyGradingForm
 from .models import Grade, GradeEntry, GradeField, GradeOption, GradeType
+from .reports import (
+    AGREEMENT_COLUMNS,
+    AgreementReport,
+    Ungradable,
+    agreement_chart_data,
+    agreement_page_fields,
+    agreement_report,
+    agreement_rows,
+)
 
 
 class GradeFieldInline(admin.StackedInline):
@@ -299,6 +309,19 @@ class GradeHistoryInline(admin.TabularInline):
         return _answers_html(grade)
 
 
+def _agreement_download(report: AgreementReport, *, file_format: str, filename: str) -> HttpResponse:
+    if file_format == "csv":
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        writer = csv.writer(response)
+        writer.writerow(AGREEMENT_COLUMNS)
+        writer.writerows(agreement_rows(report))
+    else:
+        response = JsonResponse(report.as_dict())
+    response["Content-Disposition"] = f'attachment; filename="{filename}.{file_format}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 admin.site.unregister(Study)
 
 
@@ -317,6 +340,38 @@ class GradingStudyAdmin(StudyAdmin):
         rules = {"graders_per_patient", "repeat_share", "randomized_order", "repeat_gap_min"}
         if change and rules & set(form.changed_data):
             services.queues_refresh(study=form.instance)
+
+    def get_urls(self):
+        agreement = self.admin_site.admin_view(self.agreement_view)
+        return [
+            path("<int:object_id>/agreement/", agreement, name="studies_study_agreement"),
+        ] + super().get_urls()
+
+    def agreement_view(self, request, object_id):
+        """The study's agreement report for those who may see every grade; `?download=csv|json` exports it."""
+        if not (request.user.is_superuser or request.user.has_perm("grading.view_all_grades")):
+            raise PermissionDenied
+        study = get_object_or_404(Study, pk=object_id)
+        ungradable = request.GET.get("ungradable", Ungradable.EXCLUDED)
+        if ungradable not in Ungradable.CHOICES:
+            ungradable = Ungradable.EXCLUDED
+        report = agreement_report(study=study, ungradable=ungradable, rounds=1000, seed=0)
+        download = request.GET.get("download")
+        if download in ("csv", "json"):
+            return _agreement_download(report, file_format=download, filename=f"agreement-study-{study.pk}")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Agreement: {study.name}",
+            "opts": self.opts,
+            "study": study,
+            "report": report,
+            "ungradable": ungradable,
+            "ungradable_says": Ungradable.says(ungradable),
+            "ungradable_choices": [(choice, Ungradable.says(choice)) for choice in Ungradable.CHOICES],
+            "fields": agreement_page_fields(report),
+            "data": agreement_chart_data(report),
+        }
+        return TemplateResponse(request, "admin/grading/agreement.html", context)
 
 
 admin.site.unregister(Patient)

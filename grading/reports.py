@@ -262,3 +262,64 @@ def agreement_rows(report: AgreementReport):
                 count = grader.options.get(option, 0)
                 yield [item.grade_type, item.field, "answers", grader.grader, option, count, None, None,
                        grader.answers, grader.answers, "", says]  # fmt: skip
+
+
+# --- The admin page's view of a report ------------------------------------------------------------------
+
+
+COEFFICIENT_NAMES = {
+    "percent_agreement": "Percent agreement",
+    "fleiss_kappa": "Fleiss' kappa",
+    "krippendorff_alpha": "Krippendorff's alpha",
+    "gwet_ac1": "Gwet's AC1",
+}
+
+
+def _kappa_background(value: float | None) -> str:
+    """A heat-map colour for a kappa: red at 0 or below, through yellow, to green at 1; grey for none."""
+    if value is None:
+        return "background-color: #f1f3f5"
+    share = min(max(value, 0.0), 1.0)
+    return f"background-color: hsl({round(120 * share)}, 65%, {round(88 - 18 * share)}%)"
+
+
+def _matrix_cell(item, first: str, second: str) -> dict | None:
+    """One cell of the pairwise kappa matrix; None on the diagonal (a grader against themself)."""
+    if first == second:
+        return None
+    figure = item.pairwise.get(first, {}).get(second)
+    return {"figure": figure, "style": _kappa_background(figure.value if figure else None)}
+
+
+def _field_page(item: FieldReport) -> dict:
+    """What the agreement page shows of one field: named coefficients, the kappa matrix, grader rows."""
+    names = sorted({grader.grader for grader in item.graders} | set(item.pairwise))
+    matrix = [(first, [_matrix_cell(item, first, second) for second in names]) for first in names]
+    graders = [
+        {"figures": grader, "options": [grader.options.get(option, 0) for option in item.options]}
+        for grader in item.graders
+    ]
+    coefficients = [(COEFFICIENT_NAMES.get(name, name), figure) for name, figure in item.coefficients.items()]
+    return {"item": item, "coefficients": coefficients, "names": names, "matrix": matrix, "graders": graders}
+
+
+def agreement_chart_data(report: AgreementReport) -> dict:
+    """The figures the page's charts draw, per field in the page's order."""
+    fields = []
+    for item in report.fields:
+        coefficients = [
+            {
+                "name": COEFFICIENT_NAMES.get(name, name),
+                "value": figure.value,
+                "interval": list(figure.interval) if figure.interval else None,
+            }
+            for name, figure in item.coefficients.items()
+        ]
+        graders = [{"grader": grader.grader, "options": grader.options} for grader in item.graders]
+        fields.append({"coefficients": coefficients, "options": item.options, "graders": graders})
+    return {"fields": fields}
+
+
+def agreement_page_fields(report: AgreementReport) -> list[dict]:
+    """Each field as the agreement page shows it: named coefficients, the kappa heat map, grader rows."""
+    return [_field_page(item) for item in report.fields]
