@@ -56,6 +56,19 @@ def answers_for(study, choice: str = "0", skip: tuple[str, ...] = ()) -> dict[st
     return answers
 
 
+def answers_where(study, values: dict[str, str]) -> dict[str, str]:
+    """Answers choosing, per field name, the option with that value (default "0"); "U" or "9" picks
+    the field's ungradable option."""
+    answers = {}
+    for form in selectors.grading_forms(study=study):
+        for item in form.fields:
+            value = values.get(item.field.name, "0")
+            ungradable = value in ("U", "9")
+            option = next(o for o in item.options if o.value == value or (ungradable and o.ungradable))
+            answers[services.answer_key(form.grade_type.pk, item.field.pk)] = str(option.pk)
+    return answers
+
+
 def present(study, patient, grader, kind: str = "first"):
     """A grading page of the patient for the grader, as `next` or the re-grade button would open it.
 

@@ -11,22 +11,9 @@ from knox.models import AuthToken
 from grading.models import Grade, GradeOption
 from grading.reports import Ungradable, agreement_report
 from tests.factories import UserFactory
-from tests.grading_support import present, submit
+from tests.grading_support import answers_where, present, submit
 
 URL = "/api/agreement/"
-
-
-def answers_where(study, values: dict[str, str]) -> dict[str, str]:
-    """Answers choosing, per field name, the option with that value ("0", "1" or "9" for ungradable)."""
-    from grading import selectors
-
-    answers = {}
-    for form in selectors.grading_forms(study=study):
-        for item in form.fields:
-            value = values.get(item.field.name, "0")
-            option = next(o for o in item.options if o.value == value or (value == "9" and o.ungradable))
-            answers[selectors.answer_key(form.grade_type.pk, item.field.pk)] = str(option.pk)
-    return answers
 
 
 @pytest.fixture

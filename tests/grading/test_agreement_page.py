@@ -7,22 +7,10 @@ import json
 import pytest
 from django.urls import reverse
 
-from grading import selectors
 from tests.factories import UserFactory
-from tests.grading_support import submit
+from tests.grading_support import answers_where, submit
 
 WHO_FIELDS = ["TF", "TI", "TS", "TT", "CO"]
-
-
-def answers_where(study, values: dict[str, str]) -> dict[str, str]:
-    """Answers choosing, per field name, the option with that value ("0", "1", or "U" for ungradable)."""
-    answers = {}
-    for form in selectors.grading_forms(study=study):
-        for item in form.fields:
-            value = values.get(item.field.name, "0")
-            option = next(o for o in item.options if o.value == value or (value == "U" and o.ungradable))
-            answers[selectors.answer_key(form.grade_type.pk, item.field.pk)] = str(option.pk)
-    return answers
 
 
 @pytest.fixture
