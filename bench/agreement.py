@@ -15,7 +15,6 @@ import argparse
 import os
 import random
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,20 +29,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1000)
     args = parser.parse_args()
 
-    import django
-    from django.conf import settings
+    from bench.testdb import test_databases
 
-    django.setup()
-    from django.test.utils import get_runner, setup_test_environment
-
-    setup_test_environment()
-    settings.MEDIA_ROOT = tempfile.mkdtemp(prefix="gc-bench-")
-    runner = get_runner(settings)(verbosity=0, interactive=False)
-    old_config = runner.setup_databases()
-    try:
+    with test_databases():
         run(args.patients, args.rounds)
-    finally:
-        runner.teardown_databases(old_config)
 
 
 def build(size: int):

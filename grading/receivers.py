@@ -55,19 +55,20 @@ def graders_assigned(sender, instance, action: str, reverse: bool, pk_set, **kwa
         return
     if action != "post_add" or not pk_set:
         return
+    from django.contrib.auth import get_user_model
+
     if reverse:  # user.graded_studies.add(study, ...)
         for study in Study.objects.filter(pk__in=pk_set):
-            _queue_build_soon(study=study, grader_id=instance.pk)
+            _queues_build_soon(study=study, graders=[instance])
     else:
-        for grader_id in pk_set:
-            _queue_build_soon(study=instance, grader_id=grader_id)
+        _queues_build_soon(study=instance, graders=list(get_user_model().objects.filter(pk__in=pk_set)))
 
 
-def _queue_build_soon(*, study: Study, grader_id: int) -> None:
-    """Here and now for most studies; a large one's queue is built by a background task after commit."""
+def _queues_build_soon(*, study: Study, graders: list) -> None:
+    """Here and now for most studies; a large one's queues are built by a background task after commit."""
     if Patient.objects.filter(study=study).count() <= QUEUE_BUILT_AT_ONCE:
-        from django.contrib.auth import get_user_model
-
-        services.queue_build(study=study, grader=get_user_model().objects.get(pk=grader_id))
-    else:
-        transaction.on_commit(lambda: queue_build_task.enqueue(study.pk, grader_id))
+        for grader in graders:
+            services.queue_build(study=study, grader=grader)
+        return
+    for grader in graders:
+        transaction.on_commit(lambda grader_id=grader.pk: queue_build_task.enqueue(study.pk, grader_id))
