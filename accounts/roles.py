@@ -1,4 +1,4 @@
-"""The four roles of the Grading Center and what each may do in the admin.
+"""The roles of the Grading Center and what each may do in the admin.
 
 Groups are created by a migration (`accounts.0001_roles`); later apps add
 their permissions with a migration of their own that calls `roles_sync`.
@@ -8,10 +8,11 @@ STUDY_ADMINISTRATORS = "Study administrators"
 IMAGE_COLLECTORS = "Image collectors"
 GRADERS = "Graders"
 DATA_TEAM = "Data team"
+ADJUDICATORS = "Adjudicators"
 
 ALL = "all"
 STUDIES_MODELS = ["region", "study", "patient", "image", "imageimport"]
-GRADING_MODELS = ["gradetype", "gradefield", "gradeoption", "grade", "gradeentry"]
+GRADING_MODELS = ["gradetype", "gradefield", "gradeoption", "grade", "gradeentry", "consensus"]
 
 # role -> {app label: {model: [actions]}}; ALL means every permission of the app. An action
 # with an underscore is a whole codename (a model's own permission, e.g. view_all_grades).
@@ -32,6 +33,12 @@ ROLE_PERMISSIONS: dict[str, dict[str, object]] = {
     },
     # Graders work on the grading pages of their studies and see only their own grades.
     GRADERS: {"grading": {"grade": ["view"]}},
+    # Adjudicators settle graders' disagreements and enter certification sets' reference grades,
+    # on the adjudication pages only; they see every answer of the patients they adjudicate.
+    ADJUDICATORS: {
+        "studies": {model: ["view"] for model in ["region", "study", "patient", "image"]},
+        "grading": {"grade": ["adjudicate"]},
+    },
     DATA_TEAM: {
         "studies": {model: ["view"] for model in STUDIES_MODELS},
         "grading": {model: ["view"] for model in GRADING_MODELS} | {"grade": ["view", "view_all_grades"]},

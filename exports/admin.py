@@ -10,8 +10,8 @@ from import_export.admin import ExportActionMixin, ExportMixin, ImportExportMixi
 from import_export.forms import ConfirmImportForm, ExportForm, ImportForm
 from knox.models import AuthToken
 
-from grading.admin import GradeAdmin, GradingPatientAdmin, GradingStudyAdmin
-from grading.models import Grade
+from grading.admin import ConsensusAdmin, GradeAdmin, GradingPatientAdmin, GradingStudyAdmin
+from grading.models import Consensus, Grade
 from studies.admin import ImageAdmin
 from studies.models import Image, Patient, Study
 
@@ -92,6 +92,14 @@ admin.site.unregister(Grade)
 class ExportGradeAdmin(ExportsMixin, GradeAdmin):
     resource_classes = [resources.GradeWideResource, resources.GradeLongResource]
     export_form_class = ExportForm  # the columns come from the grade types, not from a field list
+
+
+admin.site.unregister(Consensus)
+
+
+@admin.register(Consensus)
+class ExportConsensusAdmin(ExportsMixin, ConsensusAdmin):
+    resource_classes = [resources.ConsensusResource]
 
 
 # API tokens --------------------------------------------------------------

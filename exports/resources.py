@@ -3,7 +3,7 @@
 import tablib
 from import_export import fields, resources, widgets
 
-from grading.models import Grade
+from grading.models import Consensus, Grade
 from studies.models import Image, Patient, Study
 
 from . import selectors
@@ -132,3 +132,27 @@ class GradeLongResource(_TableResource):
 
     def table(self, queryset):
         return selectors.grade_entries_table(grades=queryset)
+
+
+class ConsensusResource(EscapedResource):
+    """Each patient's consensus per field (and eye), with how it was reached."""
+
+    study = fields.Field(attribute="patient__study__name", column_name="study")
+    patient_code = fields.Field(attribute="patient__code", column_name="patient_code")
+    grade_type = fields.Field(attribute="grade_type__name", column_name="grade_type")
+    field = fields.Field(attribute="field__name", column_name="field")
+    value = fields.Field(attribute="option__value", column_name="value")
+    label = fields.Field(attribute="option__label", column_name="label")
+    ungradable = fields.Field(attribute="option__ungradable", column_name="ungradable")
+
+    class Meta:
+        model = Consensus
+        name = "Consensus, one row per patient, field and eye"
+        fields = [
+            "study", "patient_code", "grade_type", "eye", "field", "value", "label", "ungradable", "method",
+            "graders", "votes", "updated_at",
+        ]  # fmt: skip
+        export_order = fields
+
+    def filter_export(self, queryset, **kwargs):
+        return queryset.select_related("patient__study", "grade_type", "field", "option")

@@ -8,12 +8,13 @@ import hashlib
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
-from grading.models import Grade, GradeEntry, GradeField, GradeType
+from grading.consensus import decide
+from grading.models import Consensus, Grade, GradeEntry, GradeField, GradeType
 from studies.models import Image, Study
 from studies.selectors import studies_with_counts
 
@@ -81,7 +82,7 @@ def _unique_names(fields: list[GradeField]) -> list[str]:
 
 
 GRADE_COLUMNS = [
-    "grade_id", "study", "patient_code", "eyes", "grader", "grade_type", "kind", "is_current",
+    "grade_id", "study", "patient_code", "eyes", "eye", "grader", "grade_type", "kind", "is_current",
     "superseded_by", "created_at", "seconds_spent", "note",
 ]  # fmt: skip
 
@@ -119,6 +120,7 @@ def grades_table(*, grades: QuerySet[Grade], grade_types: list[GradeType] | None
             "has_r",
             "has_l",
             "has_u",
+            "eye",
             "grader__username",
             "grade_type__name",
             "kind",
@@ -152,6 +154,7 @@ def grades_table(*, grades: QuerySet[Grade], grade_types: list[GradeType] | None
                 r,
                 left,
                 u,
+                grade_eye,
                 grader,
                 type_name,
                 kind,
@@ -170,7 +173,7 @@ def grades_table(*, grades: QuerySet[Grade], grade_types: list[GradeType] | None
                 pending = next(entries, None)
             eye_list = ";".join(e for e, present in (("R", r), ("L", left), ("U", u)) if present)
             yield [
-                pk, study_name, code, eye_list, grader, type_name, kind, current, superseded or "",
+                pk, study_name, code, eye_list, grade_eye, grader, type_name, kind, current, superseded or "",
                 created.isoformat(), seconds, note, *answers,
             ]  # fmt: skip
 
@@ -187,7 +190,7 @@ def grades_for_export(*, study: Study, grade_type: GradeType | None, current_onl
 
 
 ENTRY_COLUMNS = [
-    "grade_id", "study", "patient_code", "grader", "grade_type", "kind", "is_current", "created_at",
+    "grade_id", "study", "patient_code", "grader", "grade_type", "eye", "kind", "is_current", "created_at",
     "field", "value", "label", "ungradable",
 ]  # fmt: skip
 
@@ -203,6 +206,7 @@ def grade_entries_table(*, grades: QuerySet[Grade]) -> Table:
             "grade__patient__code",
             "grade__grader__username",
             "grade__grade_type__name",
+            "grade__eye",
             "grade__kind",
             "grade__is_current",
             "grade__created_at",
@@ -217,10 +221,10 @@ def grade_entries_table(*, grades: QuerySet[Grade]) -> Table:
     def rows() -> Iterator[list]:
         for row in entries:
             row = list(row)
-            row[7] = row[7].isoformat()
-            row[9] = row[9] or ""
+            row[8] = row[8].isoformat()
             row[10] = row[10] or ""
-            row[11] = bool(row[11])
+            row[11] = row[11] or ""
+            row[12] = bool(row[12])
             yield row
 
     return Table(header=ENTRY_COLUMNS, rows=rows())
@@ -238,33 +242,40 @@ def split_of(*, patient_id: int, seed: int, split: tuple[int, int, int]) -> str:
 
 
 @dataclass
-class Consensus:
-    label: str
+class _Votes:
+    regular: dict[int, tuple[int | None, str]] = field(default_factory=dict)  # grader -> (option, value)
+    adjudicated: tuple | None = None  # ((created_at, grade id), option id) of the latest adjudication
+
+
+@dataclass
+class Label:
+    value: str
     ungradable: bool
+    method: str
     graders: int
     votes: str
     reason: str
 
 
-def consensus_of(votes: list[tuple[str, bool]], min_graders: int) -> Consensus:
-    """The majority answer of distinct graders; none for a tie or too few graders, with the reason."""
-    counts = Counter(value for value, _ in votes)
-    ungradable = {value for value, flag in votes if flag}
-    summary = ";".join(f"{value}:{count}" for value, count in sorted(counts.items()))
-    if len(votes) < min_graders:
-        reason = f"{len(votes)} of the {min_graders} graders needed" if votes else "not graded"
-        return Consensus("", False, len(votes), summary, reason)
-    ranked = counts.most_common()
-    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
-        tied = " and ".join(sorted(value for value, count in ranked if count == ranked[0][1]))
-        return Consensus("", False, len(votes), summary, f"tie between {tied}")
-    label = ranked[0][0]
-    return Consensus(label, label in ungradable, len(votes), summary, "")
+def label_of(votes: _Votes, *, min_graders: int, options: dict[int, tuple[str, bool]]) -> Label:
+    """The consensus rule of grading.consensus, with the number of graders the caller asks for."""
+    answers = list(votes.regular.values())
+    graders = len(answers)
+    method, option_id, summary = decide(answers, graders=graders, wanted=min_graders)
+    if votes.adjudicated is not None:
+        method, option_id = Consensus.Method.ADJUDICATED, votes.adjudicated[1]
+    value, ungradable = options.get(option_id, ("", False))
+    reason = ""
+    if method == Consensus.Method.TOO_FEW:
+        reason = f"{graders} of the {min_graders} graders needed" if graders else "not graded"
+    elif method == Consensus.Method.PENDING:
+        reason = f"no majority ({summary}): waiting for adjudication"
+    return Label(value, ungradable, method, graders, summary, reason)
 
 
 TRAINING_COLUMNS = [
     "image_id", "patient_id", "patient_code", "eye", "storage_key", "url", "sha256", "width", "height",
-    "label", "label_ungradable", "graders", "votes", "no_label_reason", "split",
+    "label", "label_ungradable", "consensus", "graders", "votes", "no_label_reason", "split",
 ]  # fmt: skip
 
 
@@ -277,33 +288,55 @@ def training_set(
     min_graders: int,
     url_of,
 ) -> Table:
-    """One row per image: its file, the consensus label of its patient for the field, and its split."""
-    votes: dict[int, list[tuple[str, bool]]] = defaultdict(list)
-    for patient_id, value, ungradable in (
+    """One row per image: its file, its consensus label for the field, and its patient's split.
+
+    A per-eye grade type's label goes only to the photos of that eye. The
+    label follows grading.consensus (majority of distinct graders, or the
+    latest adjudication), counted here so that `min_graders` may differ from
+    the study's graders wanted.
+    """
+    per_eye = field.grade_type.unit == GradeType.Unit.EYE
+    options = {o.pk: (o.value, o.ungradable) for o in field.options.all()}
+    votes: dict[tuple[int, str], _Votes] = defaultdict(_Votes)
+    for patient_id, eye, grader_id, kind, created_at, grade_id, option_id, value in (
         GradeEntry.objects.filter(
             field=field,
-            option__isnull=False,
             grade__patient__study=study,
             grade__is_current=True,
-            grade__kind=Grade.Kind.REGULAR,
+            grade__kind__in=[Grade.Kind.REGULAR, Grade.Kind.ADJUDICATION],
         )
-        .values_list("grade__patient_id", "option__value", "option__ungradable")
+        .values_list(
+            "grade__patient_id",
+            "grade__eye",
+            "grade__grader_id",
+            "grade__kind",
+            "grade__created_at",
+            "grade_id",
+            "option_id",
+            "option__value",
+        )  # fmt: skip
         .iterator(chunk_size=CHUNK)
     ):
-        votes[patient_id].append((value, ungradable))
+        group = votes[(patient_id, eye)]
+        if kind == Grade.Kind.REGULAR:
+            group.regular[grader_id] = (option_id, value or "")
+        elif group.adjudicated is None or group.adjudicated[0] < (created_at, grade_id):
+            group.adjudicated = ((created_at, grade_id), option_id)
     images = (
         Image.objects.filter(study=study)
         .order_by("patient_id", "pk")
         .values_list("pk", "patient_id", "patient__code", "eye", "file", "sha256", "width", "height")
         .iterator(chunk_size=CHUNK)
     )
+    nobody = _Votes()
 
     def rows() -> Iterator[list]:
         for pk, patient_id, code, eye, key, sha256, width, height in images:
-            consensus = consensus_of(votes.get(patient_id, []), min_graders)
+            group = votes.get((patient_id, eye if per_eye else ""), nobody)
+            label = label_of(group, min_graders=min_graders, options=options)
             yield [
-                pk, patient_id, code, eye, key, url_of(pk, key), sha256, width, height, consensus.label,
-                consensus.ungradable, consensus.graders, consensus.votes, consensus.reason,
+                pk, patient_id, code, eye, key, url_of(pk, key), sha256, width, height, label.value,
+                label.ungradable, label.method, label.graders, label.votes, label.reason,
                 split_of(patient_id=patient_id, seed=seed, split=split),
             ]  # fmt: skip
 

@@ -23,7 +23,7 @@ class GradeTypeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = GradeType
-        fields = ["id", "name", "description", "is_active", "fields"]
+        fields = ["id", "name", "description", "unit", "is_active", "fields"]
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -47,7 +47,7 @@ class GradeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Grade
-        fields = ["id", "grader", "grade_type", "kind", "created_at", "answers"]
+        fields = ["id", "grader", "grade_type", "eye", "kind", "created_at", "answers"]
 
     def get_answers(self, grade: Grade) -> dict[str, str | None]:
         return {
@@ -73,4 +73,6 @@ class ImageSerializer(serializers.ModelSerializer):
         return self.context["url_of"](image.pk, image.file.name)
 
     def get_grades(self, image: Image) -> list[dict]:
-        return GradeSerializer(image.patient.current_grades, many=True).data
+        """The patient's grades, and of a per-eye grade type only those of this photo's eye."""
+        grades = [g for g in image.patient.current_grades if g.eye in ("", image.eye)]
+        return GradeSerializer(grades, many=True).data

@@ -15,12 +15,12 @@ from django.utils.html import format_html_join
 from studies.admin import PatientAdmin, StudyAdmin
 from studies.models import Patient, Study
 
-from . import selectors, services
+from . import consensus, selectors, services
+from .certification import CERTIFICATION_COLUMNS, certification_report, certification_rows
 from .forms import GradeFieldForm, GradeTypeImportForm, StudyGradingForm
-from .models import Grade, GradeEntry, GradeField, GradeOption, GradeType
+from .models import Consensus, Grade, GradeEntry, GradeField, GradeOption, GradeType
 from .reports import (
     AGREEMENT_COLUMNS,
-    AgreementReport,
     Ungradable,
     agreement_chart_data,
     agreement_page_fields,
@@ -42,16 +42,20 @@ class GradeFieldInline(admin.StackedInline):
 
 @admin.register(GradeType)
 class GradeTypeAdmin(admin.ModelAdmin):
-    list_display = ["name", "is_active", "field_names", "study_names"]
+    list_display = ["name", "unit", "is_active", "field_names", "study_names"]
     list_filter = ["is_active"]
     search_fields = ["name", "description"]
-    fields = ["name", "description", "is_active"]
+    fields = ["name", "description", "unit", "is_active"]
     inlines = [GradeFieldInline]
     actions = ["export_json"]
     change_list_template = "admin/grading/gradetype/change_list.html"
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("fields", "studies")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Grades already given say what they grade: the unit no longer changes.
+        return ["unit"] if obj is not None and obj.grades.exists() else []
 
     def save_formset(self, request, form, formset, change):
         if formset.model is not GradeField:
@@ -309,17 +313,18 @@ class GradeHistoryInline(admin.TabularInline):
         return _answers_html(grade)
 
 
-def _agreement_download(report: AgreementReport, *, file_format: str, filename: str) -> HttpResponse:
-    if file_format == "csv":
-        response = HttpResponse(content_type="text/csv; charset=utf-8")
-        writer = csv.writer(response)
-        writer.writerow(AGREEMENT_COLUMNS)
-        writer.writerows(agreement_rows(report))
-    else:
-        response = JsonResponse(report.as_dict())
-    response["Content-Disposition"] = f'attachment; filename="{filename}.{file_format}"'
+def _as_attachment(response: HttpResponse, filename: str) -> HttpResponse:
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "no-store"
     return response
+
+
+def _csv_download(columns: list[str], rows, filename: str) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    writer = csv.writer(response)
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return _as_attachment(response, f"{filename}.csv")
 
 
 admin.site.unregister(Study)
@@ -331,6 +336,7 @@ class GradingStudyAdmin(StudyAdmin):
     fieldsets = [
         *StudyAdmin.fieldsets[:1],
         ("Grading", {"fields": ["grade_types", *StudyAdmin.fieldsets[1][1]["fields"]]}),
+        ("Certification", {"fields": ["is_certification", "pass_kappa", "certification_required"]}),
         *StudyAdmin.fieldsets[2:],
     ]
 
@@ -340,38 +346,75 @@ class GradingStudyAdmin(StudyAdmin):
         rules = {"graders_per_patient", "repeat_share", "randomized_order", "repeat_gap_min"}
         if change and rules & set(form.changed_data):
             services.queues_refresh(study=form.instance)
+        if change and "graders_per_patient" in form.changed_data:
+            consensus.study_refresh(study=form.instance)
 
     def get_urls(self):
         agreement = self.admin_site.admin_view(self.agreement_view)
         return [
             path("<int:object_id>/agreement/", agreement, name="studies_study_agreement"),
+            path(
+                "<int:object_id>/certification/",
+                self.admin_site.admin_view(self.certification_view),
+                name="studies_study_certification",
+            ),
         ] + super().get_urls()
 
-    def agreement_view(self, request, object_id):
-        """The study's agreement report for those who may see every grade; `?download=csv|json` exports it."""
-        if not (request.user.is_superuser or request.user.has_perm("grading.view_all_grades")):
+    def _report_study(self, request, object_id) -> tuple[Study, str]:
+        """The study of a report page, for those who may see every grade or adjudicate, and how ungradable
+        counts."""
+        user = request.user
+        if not (
+            user.is_superuser
+            or user.has_perm("grading.view_all_grades")
+            or user.has_perm("grading.adjudicate_grade")
+        ):
             raise PermissionDenied
         study = get_object_or_404(Study, pk=object_id)
         ungradable = request.GET.get("ungradable", Ungradable.EXCLUDED)
-        if ungradable not in Ungradable.CHOICES:
-            ungradable = Ungradable.EXCLUDED
-        report = agreement_report(study=study, ungradable=ungradable, rounds=1000, seed=0)
-        download = request.GET.get("download")
-        if download in ("csv", "json"):
-            return _agreement_download(report, file_format=download, filename=f"agreement-study-{study.pk}")
+        return study, ungradable if ungradable in Ungradable.CHOICES else Ungradable.EXCLUDED
+
+    def _report_page(self, request, template: str, *, title: str, study, ungradable: str, **extra):
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Agreement: {study.name}",
+            "title": title,
             "opts": self.opts,
             "study": study,
-            "report": report,
             "ungradable": ungradable,
             "ungradable_says": Ungradable.says(ungradable),
             "ungradable_choices": [(choice, Ungradable.says(choice)) for choice in Ungradable.CHOICES],
-            "fields": agreement_page_fields(report),
-            "data": agreement_chart_data(report),
+            **extra,
         }
-        return TemplateResponse(request, "admin/grading/agreement.html", context)
+        return TemplateResponse(request, template, context)
+
+    def agreement_view(self, request, object_id):
+        """The study's agreement report for those who may see every grade; `?download=csv|json` exports it."""
+        study, ungradable = self._report_study(request, object_id)
+        report = agreement_report(study=study, ungradable=ungradable, rounds=1000, seed=0)
+        download = request.GET.get("download")
+        if download == "csv":
+            return _csv_download(AGREEMENT_COLUMNS, agreement_rows(report), f"agreement-study-{study.pk}")
+        if download == "json":
+            response = JsonResponse(report.as_dict())
+            return _as_attachment(response, f"agreement-study-{study.pk}.json")
+        return self._report_page(
+            request, "admin/grading/agreement.html", title=f"Agreement: {study.name}", study=study,
+            ungradable=ungradable, report=report, fields=agreement_page_fields(report),
+            data=agreement_chart_data(report),
+        )  # fmt: skip
+
+    def certification_view(self, request, object_id):
+        """A certification set's trainees against its reference, pass or fail; `?download=csv` exports it."""
+        study, ungradable = self._report_study(request, object_id)
+        report = certification_report(study=study, ungradable=ungradable) if study.is_certification else None
+        if report is not None and request.GET.get("download") == "csv":
+            return _csv_download(
+                CERTIFICATION_COLUMNS, certification_rows(report), f"certification-study-{study.pk}"
+            )
+        return self._report_page(
+            request, "admin/grading/certification.html", title=f"Certification: {study.name}", study=study,
+            ungradable=ungradable, report=report,
+        )  # fmt: skip
 
 
 admin.site.unregister(Patient)
@@ -386,3 +429,51 @@ class GradingPatientAdmin(PatientAdmin):
 
     def delete_queryset(self, request, queryset):
         services.patients_delete(patients=queryset)
+
+
+@admin.register(Consensus)
+class ConsensusAdmin(admin.ModelAdmin):
+    """Each patient's consensus per field (and eye), and how it was reached: read-only, kept by saves."""
+
+    list_display = [
+        "patient_code",
+        "study",
+        "grade_type",
+        "eye",
+        "field_name",
+        "answer",
+        "method",
+        "graders",
+        "votes",
+    ]
+    list_filter = ["method", ("patient__study", admin.RelatedOnlyFieldListFilter), "grade_type", "eye"]
+    list_select_related = ["patient__study", "grade_type", "field", "option"]
+    search_fields = ["patient__code"]
+    ordering = ["patient__study__name", "patient__code", "grade_type__name", "eye", "field__order"]
+    fields = ["patient", "grade_type", "eye", "field", "option", "method", "graders", "votes", "updated_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="patient", ordering="patient__code")
+    def patient_code(self, consensus: Consensus) -> str:
+        return consensus.patient.code
+
+    @admin.display(description="study", ordering="patient__study__name")
+    def study(self, consensus: Consensus) -> str:
+        return consensus.patient.study.name
+
+    @admin.display(description="field", ordering="field__order")
+    def field_name(self, consensus: Consensus) -> str:
+        return consensus.field.name
+
+    @admin.display(description="consensus")
+    def answer(self, consensus: Consensus) -> str:
+        return f"{consensus.option.value} = {consensus.option.label}" if consensus.option else "-"

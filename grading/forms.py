@@ -5,6 +5,7 @@ from django.contrib.admin.widgets import FilteredSelectMultiple
 
 from studies.models import Study
 
+from .certification import certification_results
 from .models import Grade, GradeField, GradeType
 
 OPTION_HELP = (
@@ -91,13 +92,44 @@ class StudyGradingForm(forms.ModelForm):
         fields = [
             "name", "region", "description", "is_active", "graders",
             "masked_codes", "randomized_order", "graders_per_patient", "repeat_share",
-            "repeat_gap_min",
+            "repeat_gap_min", "is_certification", "pass_kappa", "certification_required",
         ]  # fmt: skip
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.fields["grade_types"].initial = list(self.instance.grade_types.all())
+        if "pass_kappa" in self.fields:  # left blank: the usual bar
+            self.fields["pass_kappa"].required = False
+
+    def clean_pass_kappa(self):
+        chosen = self.cleaned_data.get("pass_kappa")
+        return Study._meta.get_field("pass_kappa").default if chosen is None else chosen
+
+    def clean(self):
+        cleaned = super().clean()
+        required = cleaned.get("certification_required")
+        if required is None:
+            return cleaned
+        if self.instance.pk and required.pk == self.instance.pk:
+            self.add_error(
+                "certification_required", "A study cannot require itself as its certification set."
+            )
+        elif "graders" in cleaned:
+            errors = _uncertified_graders(
+                required=required, graders=self._graders_to_certify(cleaned["graders"], required)
+            )
+            if errors:
+                self.add_error("graders", errors)
+        return cleaned
+
+    def _graders_to_certify(self, graders, required: Study) -> list:
+        """Graders being assigned; every grader when the certification required is new or another."""
+        graders = list(graders)
+        if not self.instance.pk or self.instance.certification_required_id != required.pk:
+            return graders
+        assigned = set(self.instance.graders.values_list("pk", flat=True))
+        return [grader for grader in graders if grader.pk not in assigned]
 
     def clean_grade_types(self):
         chosen = self.cleaned_data["grade_types"]
@@ -113,6 +145,17 @@ class StudyGradingForm(forms.ModelForm):
                     f"{', '.join(graded)} already has grades in this study and cannot be removed from it."
                 )
         return chosen
+
+
+def _uncertified_graders(*, required: Study, graders: list) -> list[str]:
+    """A message for each grader who has not passed the certification set `required`, naming why."""
+    results = certification_results(study=required, users=graders)
+    return [
+        f"{results[grader.pk].name} has not passed the certification set {required.name} "
+        f"({results[grader.pk].summary})."
+        for grader in graders
+        if not results[grader.pk].passed
+    ]
 
 
 class GradeTypeImportForm(forms.Form):

@@ -1,8 +1,9 @@
 """Grade types that administrators define, and the grades graders give.
 
 A grade type (e.g. the WHO simplified trachoma grading system) has fields
-(TF, TI, ...), each with options (present, absent, ungradable). A grade is one
-grader's answer for one patient and one grade type: one entry per field.
+(TF, TI, ...), each with options (present, absent, ungradable). A grade type grades
+the patient as a whole or each eye on its own. A grade is one grader's answer
+for one patient (and eye) and one grade type: one entry per field.
 Grades are never overwritten: a re-grade supersedes the old one, which stays.
 """
 
@@ -13,12 +14,23 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from studies.models import Patient, Study
+from studies.models import Eye, Patient, Study
 
 
 class GradeType(models.Model):
+    class Unit(models.TextChoices):
+        PATIENT = "patient", "The patient"
+        EYE = "eye", "Each eye"
+
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
+    unit = models.CharField(
+        "grades",
+        max_length=10,
+        choices=Unit.choices,
+        default=Unit.PATIENT,
+        help_text="Each eye: graders fill one form per eye photographed, next to that eye's photos.",
+    )
     is_active = models.BooleanField("active", default=True)
     studies = models.ManyToManyField(
         Study, blank=True, related_name="grade_types", help_text="Studies graded with this grade type."
@@ -72,10 +84,13 @@ class Grade(models.Model):
         REGULAR = "regular", "Regular"
         REPEAT = "repeat", "Repeat (repeatability)"
         ADJUDICATION = "adjudication", "Adjudication"
+        REFERENCE = "reference", "Reference (certification)"
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="grades")
     grade_type = models.ForeignKey(GradeType, on_delete=models.PROTECT, related_name="grades")
     grader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="grades")
+    # The eye a per-eye grade type's grade is for; blank for a grade of the whole patient.
+    eye = models.CharField(max_length=1, choices=Eye.choices, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     seconds_spent = models.PositiveIntegerField(default=0)
     note = models.TextField(blank=True)
@@ -89,13 +104,16 @@ class Grade(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        permissions = [("view_all_grades", "Can see every grader's grades")]
+        permissions = [
+            ("view_all_grades", "Can see every grader's grades"),
+            ("adjudicate_grade", "Can adjudicate disagreements and enter reference grades"),
+        ]
         constraints = [
             models.UniqueConstraint(
-                fields=["grader", "submission", "grade_type"], name="grade_submitted_once"
+                fields=["grader", "submission", "grade_type", "eye"], name="grade_submitted_once"
             ),
             models.UniqueConstraint(
-                fields=["patient", "grade_type", "grader", "kind"],
+                fields=["patient", "grade_type", "eye", "grader", "kind"],
                 condition=Q(is_current=True),
                 name="grade_one_current_per_grader_and_kind",
             ),
@@ -111,7 +129,8 @@ class Grade(models.Model):
 
     def __str__(self) -> str:
         # No patient code: graders see this title, and codes may be masked from them.
-        return f"{self.grade_type} grade #{self.pk} by {self.grader}"
+        eye = f", {self.get_eye_display().lower()} eye" if self.eye else ""
+        return f"{self.grade_type}{eye} grade #{self.pk} by {self.grader}"
 
 
 class GradeEntry(models.Model):
@@ -237,3 +256,41 @@ class Presentation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} presentation of {self.queue}"
+
+
+class Consensus(models.Model):
+    """A patient's agreed answer for one field (and eye), and how it was reached.
+
+    Kept by grading.consensus inside the transaction that saves the grades it
+    rests on, under the patient's lock, so lists and exports read it directly.
+    """
+
+    class Method(models.TextChoices):
+        MAJORITY = "majority", "Majority"
+        ADJUDICATED = "adjudicated", "Adjudicated"
+        PENDING = "pending", "Waiting for adjudication"
+        TOO_FEW = "too_few", "Too few graders"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="consensus")
+    grade_type = models.ForeignKey(GradeType, on_delete=models.CASCADE, related_name="+")
+    eye = models.CharField(max_length=1, choices=Eye.choices, blank=True, default="")
+    field = models.ForeignKey(GradeField, on_delete=models.CASCADE, related_name="consensus")
+    option = models.ForeignKey(GradeOption, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    method = models.CharField(max_length=12, choices=Method.choices)
+    graders = models.PositiveSmallIntegerField(default=0, help_text="Distinct graders with a current grade.")
+    # "0:1;1:2": each option value with the number of graders who chose it.
+    votes = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "consensus"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient", "field", "eye"], name="consensus_one_per_field_and_eye"
+            ),
+        ]
+        indexes = [models.Index(fields=["method", "patient"], name="consensus_method_patient")]
+
+    def __str__(self) -> str:
+        eye = f" ({self.get_eye_display().lower()} eye)" if self.eye else ""
+        return f"{self.field.name}{eye}: {self.get_method_display()}"

@@ -1,7 +1,8 @@
 """The agreement report of a study: what graders' answers say about how far to trust them.
 
 Reads a study's grades in a few aggregate queries (never per patient), then leaves the figures to
-grading.agreement. One unit is one patient; answers are the graders' current regular grades.
+grading.agreement. One unit is one patient (one eye of a patient, for a per-eye grade type, reported
+per eye); answers are the graders' current regular grades.
 """
 
 from collections import Counter, defaultdict
@@ -13,7 +14,9 @@ from django.db.models import Exists, OuterRef
 from studies.models import Study
 
 from . import agreement
-from .models import Grade, GradeEntry, GradeOption
+from .models import Grade, GradeEntry, GradeOption, GradeType
+
+EYE_NAMES = {"R": "right eye", "L": "left eye", "U": "eye not recorded"}
 
 
 class Ungradable:
@@ -51,6 +54,11 @@ class FieldReport:
     coefficients: dict[str, agreement.Figure]
     graders: list[GraderFigures] = field(default_factory=list)
     pairwise: dict[str, dict[str, agreement.Figure]] = field(default_factory=dict)
+    eye: str = ""  # R, L or U for a per-eye grade type's field; blank for a per-patient one
+
+    @property
+    def title(self) -> str:
+        return f"{self.field}, {EYE_NAMES[self.eye]}" if self.eye else self.field
 
 
 @dataclass
@@ -77,11 +85,12 @@ def agreement_report(
         answers = _current_answers(study=study, ungradable=ungradable)
         repeats = _repeat_pairs(study=study, ungradable=ungradable)
     fields = []
-    for (grade_type, field_name, options, positive), units in _fields_of(study=study, answers=answers):
+    for (grade_type, field_name, eye, options, positive), units in _fields_of(study=study, answers=answers):
         ratings = list(units.values())
         report = FieldReport(
             grade_type=grade_type,
             field=field_name,
+            eye=eye,
             options=options,
             coefficients=_coefficients(ratings, rounds=rounds, seed=seed),
             pairwise=_pairwise(ratings),
@@ -89,7 +98,7 @@ def agreement_report(
         against = _against_others(ratings)
         report.graders = [
             _grader_figures(
-                grader, against[grader], positive, repeats.get((grade_type, field_name, grader), [])
+                grader, against[grader], positive, repeats.get((grade_type, field_name, eye, grader), [])
             )
             for grader in sorted(against)
         ]
@@ -109,74 +118,91 @@ def _answer(option_value, option_ungradable, ungradable: str) -> str | None:
     return option_value
 
 
-def _current_answers(*, study: Study, ungradable: str) -> dict[tuple[int, int], dict[int, dict[str, str]]]:
-    """(grade type, field) -> patient -> grader -> answer, from the current regular grades: one query."""
+def _current_answers(
+    *, study: Study, ungradable: str
+) -> dict[tuple[int, int, str], dict[int, dict[str, str]]]:
+    """(grade type, field, eye) -> patient -> grader -> answer, from the current regular grades: one query."""
     rows = GradeEntry.objects.filter(
         grade__patient__study=study, grade__kind=Grade.Kind.REGULAR, grade__is_current=True
     ).values_list(
-        "grade__grade_type_id", "field_id", "grade__patient_id", "grade__grader__username",
+        "grade__grade_type_id", "field_id", "grade__eye", "grade__patient_id", "grade__grader__username",
         "option__value", "option__ungradable",
     )  # fmt: skip
     answers: dict = defaultdict(lambda: defaultdict(dict))
-    for grade_type_id, field_id, patient_id, grader, value, is_ungradable in rows.iterator(chunk_size=5000):
+    for grade_type_id, field_id, eye, patient_id, grader, value, is_ungradable in rows.iterator(
+        chunk_size=5000
+    ):
         answer = _answer(value, is_ungradable, ungradable)
         if answer is not None:
-            answers[(grade_type_id, field_id)][patient_id][grader] = answer
+            answers[(grade_type_id, field_id, eye)][patient_id][grader] = answer
     return answers
 
 
 def _fields_of(*, study: Study, answers: dict):
-    """Each field of the study's active grade types, in order, with its units (even if none)."""
+    """Each field of the study's active grade types (per eye graded, for a per-eye type), in order, with
+    its units (even if none)."""
     options = GradeOption.objects.filter(
         field__grade_type__studies=study, field__grade_type__is_active=True
     ).order_by("field__grade_type__name", "field__grade_type_id", "field__order", "field_id", "order", "pk")
     per_field: dict = {}
     for option in options.select_related("field__grade_type"):
-        key = (option.field.grade_type_id, option.field_id)
-        entry = per_field.setdefault(key, [option.field.grade_type.name, option.field.name, [], []])
+        grade_type = option.field.grade_type
+        key = (grade_type.pk, option.field_id, grade_type.unit == GradeType.Unit.EYE)
+        entry = per_field.setdefault(key, [grade_type.name, option.field.name, [], []])
         entry[2].append(option.value)
         if not option.ungradable:
             entry[3].append(option.value)
-    for key, (grade_type, field_name, values, gradable) in per_field.items():
+    graded_eyes = {eye for (_, _, eye) in answers if eye}
+    eye_rank = {eye: rank for rank, eye in enumerate(EYE_NAMES)}
+    items = []
+    for number, (key, (grade_type, field_name, values, gradable)) in enumerate(per_field.items()):
+        type_id, field_id, per_eye = key
         # Two-level fields (absent / present) get sensitivity and specificity: the second level is positive.
         positive = gradable[1] if len(gradable) == 2 else None
-        yield (grade_type, field_name, values, positive), answers.get(key, {})
+        eyes = ([e for e in EYE_NAMES if e in graded_eyes] or ["R", "L"]) if per_eye else [""]
+        for eye in eyes:  # a per-eye type: every field of the right eye, then of the left
+            item = (grade_type, field_name, eye, values, positive), answers.get((type_id, field_id, eye), {})
+            items.append(((grade_type, type_id, eye_rank.get(eye, -1), number), item))
+    return [item for _, item in sorted(items, key=lambda pair: pair[0])]
 
 
 def _repeat_pairs(*, study: Study, ungradable: str) -> dict[tuple[str, str, str], list[tuple[str, str]]]:
-    """(grade type, field, grader) -> (first answer, repeat answer), the first being the regular grade
-    current when the repeat was given: two queries."""
+    """(grade type, field, eye, grader) -> (first answer, repeat answer), the first being the regular
+    grade current when the repeat was given: two queries."""
     repeats = Grade.objects.filter(patient__study=study, kind=Grade.Kind.REPEAT)
     repeated = repeats.filter(
-        patient=OuterRef("patient"), grader=OuterRef("grader"), grade_type=OuterRef("grade_type")
+        patient=OuterRef("patient"),
+        grader=OuterRef("grader"),
+        grade_type=OuterRef("grade_type"),
+        eye=OuterRef("eye"),
     )
     firsts = Grade.objects.filter(patient__study=study, kind=Grade.Kind.REGULAR).filter(Exists(repeated))
-    regular = defaultdict(list)  # (patient, grade type, grader) -> [(given at, superseded at, grade id)]
-    for pk, patient, grade_type, grader, at, superseded_at in firsts.values_list(
-        "pk", "patient_id", "grade_type_id", "grader_id", "created_at", "superseded_by__created_at"
+    regular = defaultdict(list)  # (patient, grade type, eye, grader) -> [(given at, superseded at, grade id)]
+    for pk, patient, grade_type, eye, grader, at, superseded_at in firsts.values_list(
+        "pk", "patient_id", "grade_type_id", "eye", "grader_id", "created_at", "superseded_by__created_at"
     ):
-        regular[(patient, grade_type, grader)].append((at, superseded_at, pk))
+        regular[(patient, grade_type, eye, grader)].append((at, superseded_at, pk))
     matched = {}  # repeat grade id -> the regular grade current at the time
-    for pk, patient, grade_type, grader, at in repeats.values_list(
-        "pk", "patient_id", "grade_type_id", "grader_id", "created_at"
+    for pk, patient, grade_type, eye, grader, at in repeats.values_list(
+        "pk", "patient_id", "grade_type_id", "eye", "grader_id", "created_at"
     ):
-        for given, superseded, regular_pk in regular.get((patient, grade_type, grader), []):
+        for given, superseded, regular_pk in regular.get((patient, grade_type, eye, grader), []):
             if given <= at and (superseded is None or superseded > at):
                 matched[pk] = regular_pk
     entries = GradeEntry.objects.filter(grade_id__in=[*matched, *matched.values()]).values_list(
-        "grade_id", "grade__grade_type__name", "field__name", "grade__grader__username",
+        "grade_id", "grade__grade_type__name", "field__name", "grade__eye", "grade__grader__username",
         "option__value", "option__ungradable",
     )  # fmt: skip
     answer_of = {
-        (grade_id, field_name): (grade_type, grader, _answer(value, is_ungradable, ungradable))
-        for grade_id, grade_type, field_name, grader, value, is_ungradable in entries
+        (grade_id, field_name): (grade_type, eye, grader, _answer(value, is_ungradable, ungradable))
+        for grade_id, grade_type, field_name, eye, grader, value, is_ungradable in entries
     }
     pairs = defaultdict(list)
-    for (grade_id, field_name), (grade_type, grader, repeat_answer) in answer_of.items():
+    for (grade_id, field_name), (grade_type, eye, grader, repeat_answer) in answer_of.items():
         if grade_id not in matched:
             continue
-        first = answer_of.get((matched[grade_id], field_name), (None, None, None))[2]
-        pairs[(grade_type, field_name, grader)].append((first, repeat_answer))
+        first = answer_of.get((matched[grade_id], field_name), (None, None, None, None))[3]
+        pairs[(grade_type, field_name, eye, grader)].append((first, repeat_answer))
     return pairs
 
 
@@ -226,8 +252,8 @@ def _pairwise(ratings: list) -> dict[str, dict[str, agreement.Figure]]:
 
 
 AGREEMENT_COLUMNS = [
-    "grade_type", "field", "figure", "grader", "versus", "value", "low", "high", "units", "ratings", "note",
-    "ungradable",
+    "grade_type", "field", "eye", "figure", "grader", "versus", "value", "low", "high", "units", "ratings",
+    "note", "ungradable",
 ]  # fmt: skip
 
 
@@ -238,7 +264,7 @@ def agreement_rows(report: AgreementReport):
     def row(item: FieldReport, figure_name, figure, grader="", versus=""):
         low, high = figure.interval or (None, None)
         return [
-            item.grade_type, item.field, figure_name, grader, versus, figure.value, low, high,
+            item.grade_type, item.field, item.eye, figure_name, grader, versus, figure.value, low, high,
             figure.units, figure.ratings, figure.note, says,
         ]  # fmt: skip
 
@@ -260,8 +286,8 @@ def agreement_rows(report: AgreementReport):
                     yield row(item, name, figure, grader.grader, versus)
             for option in item.options:
                 count = grader.options.get(option, 0)
-                yield [item.grade_type, item.field, "answers", grader.grader, option, count, None, None,
-                       grader.answers, grader.answers, "", says]  # fmt: skip
+                yield [item.grade_type, item.field, item.eye, "answers", grader.grader, option, count, None,
+                       None, grader.answers, grader.answers, "", says]  # fmt: skip
 
 
 # --- The admin page's view of a report ------------------------------------------------------------------

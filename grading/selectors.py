@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -15,8 +16,10 @@ from django.db.models import (
     Case,
     CharField,
     Count,
+    Exists,
     F,
     IntegerField,
+    Min,
     OuterRef,
     QuerySet,
     Subquery,
@@ -25,9 +28,10 @@ from django.db.models import (
 )
 from django.db.models.functions import Cast, Coalesce, Concat
 
-from studies.models import Image, Patient, Study
+from studies.models import Eye, Image, Patient, Study
 
 from .models import (
+    Consensus,
     Grade,
     GradeEntry,
     GradeField,
@@ -39,9 +43,9 @@ from .models import (
 )
 
 
-def answer_key(grade_type_id: int, field_id: int) -> str:
-    """The form name of one field's answer on the grading page."""
-    return f"answer-{grade_type_id}-{field_id}"
+def answer_key(grade_type_id: int, field_id: int, eye: str = "") -> str:
+    """The form name of one field's answer on the grading page (of one eye, for a per-eye type)."""
+    return f"answer-{grade_type_id}-{field_id}" + (f"-{eye}" if eye else "")
 
 
 def _seed(*parts: object) -> int:
@@ -343,6 +347,46 @@ class FieldForm:
 class GradeTypeForm:
     grade_type: GradeType
     fields: list[FieldForm] = field(default_factory=list)
+    eye: str = ""  # the eye this form grades, for a per-eye grade type
+
+    @property
+    def title(self) -> str:
+        return f"{self.grade_type.name}: {EYE_TITLES[self.eye]}" if self.eye else self.grade_type.name
+
+
+EYE_ORDER = [Eye.RIGHT, Eye.LEFT, Eye.UNKNOWN]
+EYE_TITLES = {Eye.RIGHT: "right eye", Eye.LEFT: "left eye", Eye.UNKNOWN: "eye not recorded"}
+
+
+def grading_eyes(eyes: set[str]) -> list[str]:
+    """The eyes a per-eye grade type grades, given the eyes of the patient's photos.
+
+    Each eye photographed, right first; a patient without photos has both
+    eyes to grade (ungradable, where the grade type offers it).
+    """
+    return [eye for eye in EYE_ORDER if eye in eyes] or [Eye.RIGHT, Eye.LEFT]
+
+
+def patient_eyes(*, patient_id: int) -> set[str]:
+    return set(Image.objects.filter(patient_id=patient_id).values_list("eye", flat=True).distinct())
+
+
+def forms_per_eye(forms: list[GradeTypeForm], *, eyes: set[str]) -> list[GradeTypeForm]:
+    """The forms a patient is graded with: a per-eye grade type once per eye to grade."""
+    result = []
+    for form in forms:
+        if form.grade_type.unit != GradeType.Unit.EYE:
+            result.append(form)
+            continue
+        for eye in grading_eyes(eyes):
+            fields = [FieldForm(f.field, f.options) for f in form.fields]
+            result.append(GradeTypeForm(form.grade_type, fields, eye=eye))
+    return result
+
+
+def patient_forms(*, study: Study, patient_id: int) -> list[GradeTypeForm]:
+    """The study's forms for one patient, per-eye grade types expanded to the patient's eyes."""
+    return forms_per_eye(grading_forms(study=study), eyes=patient_eyes(patient_id=patient_id))
 
 
 def grading_forms(*, study: Study) -> list[GradeTypeForm]:
@@ -367,17 +411,22 @@ def grading_forms(*, study: Study) -> list[GradeTypeForm]:
 
 
 def patient_images(*, patient: Patient, grader: AbstractBaseUser, randomized: bool) -> list[Image]:
-    """The patient's photos, in an order of this grader's own when the study randomizes."""
-    images = list(Image.objects.filter(patient=patient).order_by("eye", "pk"))
-    if randomized:
-        images.sort(key=lambda image: _seed("image", grader.pk, image.pk))
+    """The patient's photos, right eye first, in an order of this grader's own when the study randomizes."""
+    images = list(Image.objects.filter(patient=patient).order_by("pk"))
+    rank = {eye: number for number, eye in enumerate(EYE_ORDER)}
+    images.sort(
+        key=lambda image: (
+            rank.get(image.eye, 9),
+            _seed("image", grader.pk, image.pk) if randomized else image.pk,
+        )
+    )
     return images
 
 
 def my_current_answers(*, patient: Patient, grader: AbstractBaseUser) -> dict:
     """The grader's current grades of a patient: their kinds, regular answers and note.
 
-    {"kinds": {kind}, "answers": {(grade_type_id, field_id): option_id}, "note": str}
+    {"kinds": {kind}, "answers": {(grade_type_id, field_id, eye): option_id}, "note": str}
     """
     entries = GradeEntry.objects.filter(
         grade__patient=patient, grade__grader=grader, grade__is_current=True
@@ -388,7 +437,7 @@ def my_current_answers(*, patient: Patient, grader: AbstractBaseUser) -> dict:
     for entry in entries:
         kinds.add(entry.grade.kind)
         if entry.grade.kind == Grade.Kind.REGULAR:
-            answers[(entry.grade.grade_type_id, entry.field_id)] = entry.option_id
+            answers[(entry.grade.grade_type_id, entry.field_id, entry.grade.eye)] = entry.option_id
             note = entry.grade.note or note
     return {"kinds": kinds, "answers": answers, "note": note}
 
@@ -428,12 +477,13 @@ def grading_page(
         answers, note = {}, note or ""
         if regrade:
             mine = my_current_answers(patient=patient, grader=grader)
-            answers = {answer_key(gt, f): str(o) for (gt, f), o in mine["answers"].items() if o}
+            answers = {answer_key(gt, f, eye): str(o) for (gt, f, eye), o in mine["answers"].items() if o}
             note = mine["note"]
-    forms = grading_forms(study=study)
+    images = patient_images(patient=patient, grader=grader, randomized=study.randomized_order)
+    forms = forms_per_eye(grading_forms(study=study), eyes={image.eye for image in images})
     for form in forms:
         for field_form in form.fields:
-            field_form.key = answer_key(form.grade_type.pk, field_form.field.pk)
+            field_form.key = answer_key(form.grade_type.pk, field_form.field.pk, form.eye)
             field_form.chosen = answers.get(field_form.key, "")
             field_form.errors = (errors or {}).get(field_form.key, [])
     progress = Progress.of(queue)
@@ -442,7 +492,7 @@ def grading_page(
         study=study,
         label=_page_label(presentation=presentation, progress=progress),
         show_code=not study.masked_codes,
-        images=patient_images(patient=patient, grader=grader, randomized=study.randomized_order),
+        images=images,
         forms=forms,
         progress=progress,
         note=note or "",
@@ -475,6 +525,7 @@ def grade_type_as_dict(grade_type: GradeType) -> dict:
     return {
         "name": grade_type.name,
         "description": grade_type.description,
+        "unit": grade_type.unit,
         "active": grade_type.is_active,
         "fields": [
             {
@@ -494,3 +545,334 @@ def grade_type_as_dict(grade_type: GradeType) -> dict:
 
 def grade_types_for_export(ids: list[int]) -> QuerySet[GradeType]:
     return GradeType.objects.filter(pk__in=ids).prefetch_related("fields__options")
+
+
+# --- Adjudication: disagreements waiting for an adjudicator, and one patient's answers side by side -----
+
+
+def adjudication_kind(*, study: Study) -> str:
+    """What the adjudication pages enter: reference grades in a certification set, else adjudications."""
+    return Grade.Kind.REFERENCE if study.is_certification else Grade.Kind.ADJUDICATION
+
+
+def _waiting(**filters) -> QuerySet[Consensus]:
+    """Consensus rows waiting for an adjudicator: graders wanted reached, no strict majority."""
+    return Consensus.objects.filter(method=Consensus.Method.PENDING, **filters)
+
+
+def _current(kind: str, **filters) -> QuerySet[Grade]:
+    return Grade.objects.filter(kind=kind, is_current=True, **filters)
+
+
+def adjudication_open(*, patient_id: int) -> bool:
+    """Whether an adjudication of the patient may be saved: it waits for one, or has one to change."""
+    return (
+        _waiting(patient_id=patient_id).exists()
+        or _current(Grade.Kind.ADJUDICATION, patient_id=patient_id).exists()
+    )
+
+
+@dataclass
+class AdjudicationStudy:
+    """A study on the adjudication index, with what is left to do in it."""
+
+    study: Study
+    waiting: int  # patients waiting for adjudication
+    patients: int
+    referenced: int  # patients with a current reference grade (certification sets)
+
+    @property
+    def without_reference(self) -> int:
+        return self.patients - self.referenced
+
+    @property
+    def to_do(self) -> int:
+        return self.without_reference if self.study.is_certification else self.waiting
+
+
+def _patients_per_study(rows: QuerySet) -> Coalesce:
+    """The number of distinct patients among rows of one study (an OuterRef to the study), as a subquery."""
+    counted = rows.order_by().values("patient__study").annotate(n=Count("patient_id", distinct=True))
+    return Coalesce(Subquery(counted.values("n"), output_field=IntegerField()), 0)
+
+
+def adjudication_studies() -> list[AdjudicationStudy]:
+    """Every study with its patients waiting for adjudication and, for certification sets, its
+    patients with a reference grade; open studies first, in one query."""
+    patients = Patient.objects.filter(study=OuterRef("pk")).order_by().values("study").annotate(n=Count("pk"))
+    studies = (
+        Study.objects.select_related("region")
+        .annotate(
+            waiting=_patients_per_study(_waiting(patient__study=OuterRef("pk"))),
+            referenced=_patients_per_study(_current(Grade.Kind.REFERENCE, patient__study=OuterRef("pk"))),
+            patient_count=Coalesce(Subquery(patients.values("n"), output_field=IntegerField()), 0),
+        )
+        .order_by("-is_active", "name")
+    )
+    return [
+        AdjudicationStudy(study=s, waiting=s.waiting, patients=s.patient_count, referenced=s.referenced)
+        for s in studies
+    ]
+
+
+def _adjudication_order(*, study: Study) -> QuerySet:
+    """The study's patients in the order adjudicators take them, as dicts with "patient_id" and "code".
+
+    Patients waiting for adjudication, longest waiting first (since the grade
+    that left them without a majority); in a certification set every
+    patient, those still without a reference grade first.
+    """
+    if study.is_certification:
+        has_reference = Exists(_current(Grade.Kind.REFERENCE, patient=OuterRef("pk")))
+        return (
+            Patient.objects.filter(study=study)
+            .annotate(patient_id=F("pk"), has_reference=has_reference)
+            .order_by("has_reference", "pk")
+            .values("patient_id", "code", "has_reference")
+        )
+    return (
+        _waiting(patient__study=study)
+        .values("patient_id", code=F("patient__code"))
+        .annotate(waiting_since=Min("updated_at"))
+        .order_by("waiting_since", "patient_id")
+    )
+
+
+def adjudication_next(*, study: Study) -> int | None:
+    """The id of the patient an adjudicator takes next: the head of the queue, or None when it is empty."""
+    order = _adjudication_order(study=study)
+    if study.is_certification:
+        order = order.filter(has_reference=False)
+    first = order.first()
+    return first["patient_id"] if first else None
+
+
+@dataclass
+class AdjudicationRow:
+    patient_id: int
+    code: str
+    waiting_since: datetime | None = None
+    disputed: list[str] = field(default_factory=list)  # the fields without a majority, e.g. "TF, right eye"
+    has_reference: bool = False
+
+
+@dataclass
+class AdjudicationQueue:
+    kind: str
+    page: Page
+    rows: list[AdjudicationRow]
+    next_patient_id: int | None  # the head of the queue, whatever the page shown
+
+
+def adjudication_queue(*, study: Study, page_number, per_page: int) -> AdjudicationQueue:
+    """One page of the study's adjudication queue, each patient with the fields it waits on, in 4 queries."""
+    page = Paginator(_adjudication_order(study=study), per_page).get_page(page_number)
+    rows = [AdjudicationRow(**row) for row in page.object_list]
+    if not study.is_certification:
+        by_patient = {row.patient_id: row for row in rows}
+        disputed = (
+            _waiting(patient_id__in=list(by_patient))
+            .select_related("field")
+            .order_by("patient_id", "grade_type__name", "field__order", "field_id", "eye")
+        )
+        for row in disputed:
+            eye = f", {EYE_TITLES[row.eye]}" if row.eye else ""
+            by_patient[row.patient_id].disputed.append(f"{row.field.name}{eye}")
+    following = adjudication_next(study=study)
+    return AdjudicationQueue(
+        kind=adjudication_kind(study=study), page=page, rows=rows, next_patient_id=following
+    )
+
+
+@dataclass
+class AnswerCell:
+    """One grader's answer to one field."""
+
+    grader: str
+    label: str  # the option's label; blank when the field was left blank
+    disagrees: bool = False  # the graders of this field chose different options
+
+
+@dataclass
+class AdjudicationField:
+    field: GradeField
+    options: list[GradeOption]
+    key: str  # the answer's form name
+    answers: list[AnswerCell]  # one per grader, in the page's grader order
+    consensus: Consensus | None
+    disagree: bool
+    chosen: str = ""  # the option id shown chosen: sent, or the current adjudication's, or the majority's
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AdjudicationForm:
+    form: GradeTypeForm
+    fields: list[AdjudicationField]
+    notes: list[str]  # each grader's note on this grade, in the page's grader order
+
+    @property
+    def eye_title(self) -> str:
+        return EYE_TITLES.get(self.form.eye, "")
+
+
+@dataclass
+class AdjudicationPage:
+    """Everything an adjudicator sees of one patient."""
+
+    study: Study
+    patient: Patient
+    kind: str  # the kind of grade the page saves: adjudication, or reference in a certification set
+    images: list[Image]
+    graders: list[str]  # the graders' names, one column each (none shown in a certification set)
+    forms: list[AdjudicationForm]
+    open: bool  # whether it may save: an adjudication only of a patient waiting for one, or to change one
+    earlier: list[tuple[str, datetime]]  # who entered the current adjudication or reference grades, when
+    note: str = ""
+
+
+class _KindGrade(NamedTuple):
+    grader_id: int
+    options: dict[int, int | None]  # field id -> option id
+    note: str
+
+
+@dataclass
+class _PatientGrades:
+    """A patient's current grades by (grade type id, eye): graders' regular answers, and the page's kind."""
+
+    names: dict[int, str] = field(default_factory=dict)
+    regular: dict[tuple, dict[int, dict[int, int | None]]] = field(default_factory=dict)  # grader -> answers
+    notes: dict[tuple, dict[int, str]] = field(default_factory=dict)
+    kind: dict[tuple, dict[tuple, _KindGrade]] = field(default_factory=dict)  # by (created at, grade id)
+
+    def latest(self, where: tuple) -> _KindGrade | None:
+        """The latest current grade of the page's kind: the one the consensus follows."""
+        grades = self.kind.get(where)
+        return grades[max(grades)] if grades else None
+
+
+def _patient_grades(*, patient: Patient, kind: str, with_regular: bool) -> _PatientGrades:
+    entries = GradeEntry.objects.filter(
+        grade__patient=patient,
+        grade__is_current=True,
+        grade__kind__in=[Grade.Kind.REGULAR, kind] if with_regular else [kind],
+    ).values_list(
+        "grade_id", "grade__kind", "grade__grader_id", "grade__grader__first_name",
+        "grade__grader__last_name", "grade__grader__username", "grade__grade_type_id", "grade__eye",
+        "grade__created_at", "grade__note", "field_id", "option_id",
+    )  # fmt: skip
+    found = _PatientGrades()
+    for grade_id, grade_kind, grader_id, first, last, username, type_id, eye, at, note, *answer in entries:
+        found.names[grader_id] = f"{first} {last}".strip() or username
+        field_id, option_id = answer
+        if grade_kind == Grade.Kind.REGULAR:
+            found.regular.setdefault((type_id, eye), {}).setdefault(grader_id, {})[field_id] = option_id
+            found.notes.setdefault((type_id, eye), {})[grader_id] = note
+        else:
+            by_time = found.kind.setdefault((type_id, eye), {})
+            by_time.setdefault((at, grade_id), _KindGrade(grader_id, {}, note)).options[field_id] = option_id
+    return found
+
+
+def adjudication_page(
+    *,
+    study: Study,
+    patient: Patient,
+    viewer: AbstractBaseUser,
+    answers: dict[str, str] | None = None,
+    note: str | None = None,
+    errors: dict[str, list[str]] | None = None,
+) -> AdjudicationPage:
+    """One patient for an adjudicator, in 4 queries: photos, forms, current grades, consensus.
+
+    Every grader's current answers side by side, named (adjudicators see
+    through the masking), with each field's consensus. The answers start
+    from the current adjudication (the latest, if two adjudicators saved
+    one), else from each field's majority; a page sent back with errors
+    keeps the answers sent. In a certification set the page enters
+    reference grades and shows no trainee's answers: a reference must not
+    lean on the grades it is to measure.
+    """
+    kind = adjudication_kind(study=study)
+    with_graders = kind == Grade.Kind.ADJUDICATION
+    images = patient_images(patient=patient, grader=viewer, randomized=False)
+    forms = forms_per_eye(grading_forms(study=study), eyes={image.eye for image in images})
+    grades = _patient_grades(patient=patient, kind=kind, with_regular=with_graders)
+    consensus = {}
+    if with_graders:
+        for row in Consensus.objects.filter(patient=patient).select_related("option"):
+            consensus[(row.grade_type_id, row.field_id, row.eye)] = row
+    grader_ids = sorted({g for by_grader in grades.regular.values() for g in by_grader}, key=grades.names.get)
+    page_forms = [
+        _adjudication_form(
+            form,
+            grades=grades,
+            grader_ids=grader_ids,
+            consensus=consensus,
+            answers=answers,
+            errors=errors or {},
+        )
+        for form in forms
+    ]
+    mine = [g for by_time in grades.kind.values() for g in by_time.values() if g.grader_id == viewer.pk]
+    waiting = any(row.method == Consensus.Method.PENDING for row in consensus.values())
+    saved_at = {}  # each user's latest save of the page's kind (its forms' grades are microseconds apart)
+    for by_time in grades.kind.values():
+        for (at, _), grade in by_time.items():
+            saved_at[grade.grader_id] = max(at, saved_at.get(grade.grader_id, at))
+    return AdjudicationPage(
+        study=study,
+        patient=patient,
+        kind=kind,
+        images=images,
+        graders=[grades.names[g] for g in grader_ids],
+        forms=page_forms,
+        open=not with_graders or waiting or bool(grades.kind),
+        earlier=sorted({(grades.names[g], at) for g, at in saved_at.items()}, key=lambda entry: entry[1]),
+        note=note if note is not None else (mine[0].note if mine else ""),
+    )
+
+
+def _adjudication_form(
+    form: GradeTypeForm, *, grades: _PatientGrades, grader_ids: list[int], consensus: dict, answers, errors
+) -> AdjudicationForm:
+    """One form's rows: each grader's answer, the consensus and the answer shown chosen, per field."""
+    where = (form.grade_type.pk, form.eye)
+    regular = grades.regular.get(where, {})
+    current = grades.latest(where)
+    rows = []
+    for item in form.fields:
+        key = answer_key(form.grade_type.pk, item.field.pk, form.eye)
+        labels = {option.pk: option.label for option in item.options}
+        chosen = [regular.get(g, {}).get(item.field.pk) for g in grader_ids]
+        disagree = len({option for option in chosen if option is not None}) > 1
+        agreed = consensus.get((form.grade_type.pk, item.field.pk, form.eye))
+        rows.append(
+            AdjudicationField(
+                field=item.field,
+                options=item.options,
+                key=key,
+                answers=[
+                    AnswerCell(grades.names[g], labels.get(option, ""), disagrees=disagree)
+                    for g, option in zip(grader_ids, chosen, strict=True)
+                ],
+                consensus=agreed,
+                disagree=disagree,
+                chosen=answers.get(key, "")
+                if answers is not None
+                else _prefilled(item.field, current, agreed),
+                errors=errors.get(key, []),
+            )
+        )
+    notes = [grades.notes.get(where, {}).get(g, "") for g in grader_ids]
+    return AdjudicationForm(form=form, fields=rows, notes=notes)
+
+
+def _prefilled(grade_field: GradeField, current: _KindGrade | None, agreed: Consensus | None) -> str:
+    """The option a fresh page shows chosen: the current adjudication's, else the majority's, else none."""
+    if current is not None and current.options.get(grade_field.pk):
+        return str(current.options[grade_field.pk])
+    if agreed is not None and agreed.method == Consensus.Method.MAJORITY and agreed.option_id:
+        return str(agreed.option_id)
+    return ""

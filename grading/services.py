@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from studies.models import Patient, Study
 
-from . import selectors
+from . import consensus, selectors
 from .models import (
     Grade,
     GradeEntry,
@@ -448,7 +448,9 @@ def presentation_end(*, presentation: Presentation, outcome: str) -> None:
 
 def _answers_checked(forms: list[selectors.GradeTypeForm], answers: Mapping[str, str]) -> dict:
     """Each answer's option, by answer key; refuses unknown fields, foreign options, missing answers."""
-    known = {answer_key(form.grade_type.pk, f.field.pk): f for form in forms for f in form.fields}
+    known = {
+        answer_key(form.grade_type.pk, f.field.pk, form.eye): (f, form) for form in forms for f in form.fields
+    }
     errors: dict[str, list[str]] = {}
     for key in answers:
         if key not in known:
@@ -456,16 +458,17 @@ def _answers_checked(forms: list[selectors.GradeTypeForm], answers: Mapping[str,
                 f"The answer {key!r} is not a field of this study's grade types; reload the page."
             )
     chosen: dict[str, GradeOption | None] = {}
-    for key, field_form in known.items():
+    for key, (field_form, form) in known.items():
+        name = field_form.field.name + (f" ({selectors.EYE_TITLES[form.eye]})" if form.eye else "")
         value = str(answers.get(key, "") or "").strip()
         options = {str(option.pk): option for option in field_form.options}
         if not value:
             if field_form.field.required:
-                errors.setdefault(key, []).append(f"{field_form.field.name} is required.")
+                errors.setdefault(key, []).append(f"{name} is required.")
             chosen[key] = None
         elif value not in options:
             errors.setdefault(key, []).append(
-                f"That choice is not an option of {field_form.field.name}; choose one of "
+                f"That choice is not an option of {name}; choose one of "
                 + ", ".join(o.label for o in field_form.options)
                 + "."
             )
@@ -485,9 +488,10 @@ class _Save:
 def grade_submit(
     *, presentation: Presentation, grader: AbstractBaseUser, answers: Mapping[str, str], note: str = ""
 ) -> list[Grade]:
-    """Save one grade per grade type of the study from a grading page, with all entries, atomically.
+    """Save one grade per grade type of the study (per eye, for a per-eye type) from a grading page.
 
-    `answers` maps answer_key(grade type, field) to an option id. The page
+    All grades with all their entries, atomically, with the patient's
+    consensus. `answers` maps answer_key(grade type, field, eye) to an option id. The page
     says what is saved: a first grade (regular), a repeat, or a re-grade
     that supersedes the grader's current regular grade. Submitting the
     same page again with the same answers returns the grades saved the
@@ -502,7 +506,7 @@ def grade_submit(
         raise ValidationError("This grading page belongs to another grader.", code="not_yours")
     if not selectors.assigned_study(study_id=study.pk, grader=grader):
         raise ValidationError("You are not assigned to grade this study.", code="not_assigned")
-    forms = selectors.grading_forms(study=study)
+    forms = selectors.patient_forms(study=study, patient_id=presentation.patient_id)
     if not forms:
         raise ValidationError("This study has no grade type to grade with yet.", code="no_grade_type")
     chosen = _answers_checked(forms, answers)
@@ -542,11 +546,21 @@ def _grades_save(*, presentation, study, grader, forms, chosen, note) -> _Save:
         seconds = max(0, min(int((now - page.shown_at).total_seconds()), MAX_SECONDS))
         grades = [
             _grade_write(
-                page=page, grader=grader, form=form, chosen=chosen, kind=kind, seconds=seconds, note=note
+                patient_id=page.patient_id,
+                grader=grader,
+                form=form,
+                chosen=chosen,
+                kind=kind,
+                submission=page.key,
+                supersedes=page.kind != Presentation.Kind.FIRST,
+                seconds=seconds,
+                note=note,
             )
             for form in forms
         ]
         _queue_record(queue=queue, entry=page.entry, kind=kind, study=study, now=now)
+        if kind == Grade.Kind.REGULAR:
+            consensus.patients_refresh(patient_ids=[page.patient_id])
         Presentation.objects.filter(pk=page.pk).update(ended_at=now, outcome=Presentation.Outcome.SAVED)
         return _Save(grades, completes_patient=first and graders + 1 >= study.graders_per_patient)
 
@@ -566,35 +580,55 @@ def _grade_kind(page: Presentation) -> str:
     return Grade.Kind.REGULAR
 
 
-def _grade_write(*, page, grader, form, chosen, kind, seconds, note) -> Grade:
-    """One grade with its entries; it supersedes the grader's current grade of that kind, if any."""
+def _grade_write(
+    *, patient_id, grader, form, chosen, kind, submission, supersedes, seconds=0, note=""
+) -> Grade:
+    """One grade of one form with its entries; with `supersedes`, it supersedes the grader's current grade
+    of that grade type, eye and kind, which stays as history."""
     previous = (
         Grade.objects.filter(
-            patient_id=page.patient_id, grade_type=form.grade_type, grader=grader, kind=kind, is_current=True
+            patient_id=patient_id,
+            grade_type=form.grade_type,
+            eye=form.eye,
+            grader=grader,
+            kind=kind,
+            is_current=True,
         ).first()
-        if page.kind != Presentation.Kind.FIRST
+        if supersedes
         else None
     )
-    if previous is not None:
+    if previous is not None:  # first out of the way of the one-current-grade constraint
         previous.is_current = False
         previous.save(update_fields=["is_current"])
     grade = Grade.objects.create(
-        patient_id=page.patient_id,
+        patient_id=patient_id,
         grade_type=form.grade_type,
+        eye=form.eye,
         grader=grader,
         kind=kind,
         seconds_spent=seconds,
         note=note.strip(),
-        submission=page.key,
+        submission=submission,
     )
     if previous is not None:
         previous.superseded_by = grade
         previous.save(update_fields=["superseded_by"])
     GradeEntry.objects.bulk_create(
-        GradeEntry(grade=grade, field=f.field, option=chosen[answer_key(form.grade_type.pk, f.field.pk)])
+        GradeEntry(
+            grade=grade, field=f.field, option=chosen[answer_key(form.grade_type.pk, f.field.pk, form.eye)]
+        )
         for f in form.fields
     )
     return grade
+
+
+def _same_answers(grades: list[Grade], *, chosen: dict, note: str) -> bool:
+    """Whether grades already saved hold exactly these answers and note (a page sent again)."""
+    saved = {
+        answer_key(g.grade_type_id, e.field_id, g.eye): e.option_id for g in grades for e in g.entries.all()
+    }
+    sent = {key: option.pk if option else None for key, option in chosen.items()}
+    return saved == sent and all(g.note == note.strip() for g in grades)
 
 
 def _grades_saved_before(*, page: Presentation, grader, chosen: dict, note: str) -> list[Grade]:
@@ -605,11 +639,10 @@ def _grades_saved_before(*, page: Presentation, grader, chosen: dict, note: str)
             "Here is your next patient.",
             code="patient_full",
         )
-    grades = list(Grade.objects.filter(grader=grader, submission=page.key).prefetch_related("entries"))
-    saved = {answer_key(g.grade_type_id, e.field_id): e.option_id for g in grades for e in g.entries.all()}
-    sent = {key: option.pk if option else None for key, option in chosen.items()}
-    same_note = all(g.note == note.strip() for g in grades)
-    if saved != sent or not same_note:
+    grades = list(
+        Grade.objects.filter(grader=grader, submission=page.key).order_by("pk").prefetch_related("entries")
+    )
+    if not _same_answers(grades, chosen=chosen, note=note):
         raise ValidationError(
             "This page was already saved"
             + (f" at {timezone.localtime(page.ended_at):%H:%M}" if page.ended_at else "")
@@ -687,8 +720,14 @@ def grade_types_import(*, data: object) -> list[GradeType]:
         fields = item.get("fields")
         if not isinstance(fields, list) or not fields:
             raise ValidationError(f"{where}: needs a list of fields.")
+        unit = str(item.get("unit", GradeType.Unit.PATIENT))
+        if unit not in GradeType.Unit.values:
+            raise ValidationError(f"{where}: the unit must be one of {', '.join(GradeType.Unit.values)}.")
         grade_type = GradeType.objects.create(
-            name=name, description=str(item.get("description", "")), is_active=bool(item.get("active", True))
+            name=name,
+            description=str(item.get("description", "")),
+            unit=unit,
+            is_active=bool(item.get("active", True)),
         )
         seen_fields = set()
         for order, spec in enumerate(fields):
@@ -761,3 +800,114 @@ def study_grade_types_set(*, study: Study, grade_types) -> None:
                 f"{grade_type.name} already has grades in this study and cannot be removed."
             )
     study.grade_types.set(chosen)
+
+
+# --- Adjudication ---------------------------------------------------------------------------------------
+
+
+def adjudication_submit(
+    *,
+    study: Study,
+    patient: Patient,
+    adjudicator: AbstractBaseUser,
+    answers: Mapping[str, str],
+    submission: str,
+    kind: str = Grade.Kind.ADJUDICATION,
+    note: str = "",
+) -> list[Grade]:
+    """Save an adjudicator's grades of a patient: one per form of the study (per eye for a per-eye type).
+
+    `kind` is what the study takes (selectors.adjudication_kind): an
+    adjudication, which settles the patient's consensus on every field of
+    its grade type and eye, or in a certification set a reference grade,
+    which leaves the consensus alone. Each grade supersedes the user's own
+    current grade of that kind; the patient's lock is held throughout.
+    `submission` is the page's one-time key: the same page sent again with
+    the same answers returns the grades saved the first time. Refused, with
+    nothing saved: a user without grading.adjudicate_grade ("not_allowed"),
+    a patient of another study ("other_study"), a kind the study does not
+    take ("wrong_kind"), a missing or damaged key ("bad_submission"), an
+    adjudication of a patient that neither waits for one nor has one
+    ("not_disputed"), the answers _answers_checked refuses, and a key
+    already used with other answers ("already_saved").
+    """
+    if not adjudicator.has_perm("grading.adjudicate_grade"):
+        raise ValidationError("Only adjudicators may adjudicate grades.", code="not_allowed")
+    if patient.study_id != study.pk:
+        raise ValidationError("This patient belongs to another study.", code="other_study")
+    if kind != selectors.adjudication_kind(study=study):
+        raise ValidationError(
+            "A certification set takes reference grades, and other studies adjudications.", code="wrong_kind"
+        )
+    key = _submission_key(submission)
+    forms = selectors.patient_forms(study=study, patient_id=patient.pk)
+    if not forms:
+        raise ValidationError("This study has no grade type to grade with yet.", code="no_grade_type")
+    chosen = _answers_checked(forms, answers)
+    return _retried_once_on_conflict(
+        lambda: _adjudication_save(
+            patient_id=patient.pk,
+            adjudicator=adjudicator,
+            forms=forms,
+            chosen=chosen,
+            kind=kind,
+            key=key,
+            note=note,
+        )
+    )
+
+
+def _submission_key(value: str):
+    """The page's one-time key as a UUID; refuses a missing or damaged one."""
+    try:
+        key = Grade._meta.get_field("submission").to_python(value)
+    except ValidationError:
+        key = None
+    if key is None:
+        raise ValidationError("This page's form is incomplete; reload the page.", code="bad_submission")
+    return key
+
+
+def _adjudication_save(*, patient_id, adjudicator, forms, chosen, kind, key, note) -> list[Grade]:
+    with transaction.atomic():
+        _patient_locked(patient_id)
+        before = list(Grade.objects.filter(grader=adjudicator, submission=key).prefetch_related("entries"))
+        if before:
+            return _adjudication_saved_before(before, patient_id=patient_id, chosen=chosen, note=note)
+        if kind == Grade.Kind.ADJUDICATION and not selectors.adjudication_open(patient_id=patient_id):
+            raise ValidationError(
+                "This patient is not waiting for adjudication: its graders agree, or it still waits for "
+                "graders. Nothing was saved.",
+                code="not_disputed",
+            )
+        grades = [
+            _grade_write(
+                patient_id=patient_id,
+                grader=adjudicator,
+                form=form,
+                chosen=chosen,
+                kind=kind,
+                submission=key,
+                supersedes=True,
+                note=note,
+            )  # fmt: skip
+            for form in forms
+        ]
+        if kind == Grade.Kind.ADJUDICATION:
+            consensus.patients_refresh(patient_ids=[patient_id])
+        return grades
+
+
+def _adjudication_saved_before(
+    grades: list[Grade], *, patient_id: int, chosen: dict, note: str
+) -> list[Grade]:
+    """A page sent again: the same answers get the grades saved the first time; others are refused."""
+    if not (
+        all(g.patient_id == patient_id for g in grades) and _same_answers(grades, chosen=chosen, note=note)
+    ):
+        raise ValidationError(
+            f"This page was already saved at {timezone.localtime(grades[0].created_at):%H:%M} with other "
+            "answers, so these were not saved. Save them again to change the adjudication.",
+            code="already_saved",
+        )
+    return grades

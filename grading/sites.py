@@ -10,7 +10,7 @@ class GradingCenterAdminSite(AdminSite):
     index_title = "Grading Center"
 
     def get_urls(self):
-        from . import views
+        from . import adjudication, views
 
         wrap = self.admin_view
         grading = [
@@ -27,14 +27,40 @@ class GradingCenterAdminSite(AdminSite):
             path(
                 "grading/study/<int:study_id>/<uuid:key>/keep/", wrap(views.keep_patient), name="grading_keep"
             ),
+            path("grading/adjudication/", wrap(adjudication.index), name="grading_adjudication"),
+            path(
+                "grading/adjudication/<int:study_id>/",
+                wrap(adjudication.study_queue),
+                name="grading_adjudication_study",
+            ),
+            path(
+                "grading/adjudication/<int:study_id>/<int:patient_id>/",
+                wrap(adjudication.adjudicate),
+                name="grading_adjudicate",
+            ),
         ]
         return grading + super().get_urls()
 
     def index(self, request, extra_context=None):
-        """Graders, who have nothing else in the admin, start on their grading dashboard."""
+        """Graders, who have nothing else in the admin, start on their grading dashboard.
+
+        So do adjudicators with no other role, on the adjudication index.
+        """
         from django.shortcuts import redirect
 
         user = request.user
         if not user.is_superuser and not user.has_module_perms("studies") and user.graded_studies.exists():
             return redirect("admin:grading_dashboard")
+        if _adjudicates_only(user):
+            return redirect("admin:grading_adjudication")
         return super().index(request, extra_context)
+
+
+def _adjudicates_only(user) -> bool:
+    """An adjudicator with no other work in the admin: no study administrator, collector or data team role."""
+    others = ("studies.add_study", "studies.add_patient", "grading.view_all_grades")
+    return (
+        not user.is_superuser
+        and user.has_perm("grading.adjudicate_grade")
+        and not any(user.has_perm(permission) for permission in others)
+    )

@@ -17,6 +17,11 @@ JAZZMIN_SETTINGS = {
     "topmenu_links": [
         {"name": "Home", "url": "admin:index"},
         {"name": "Grading", "url": "admin:grading_dashboard"},
+        {
+            "name": "Adjudication",
+            "url": "admin:grading_adjudication",
+            "permissions": ["grading.adjudicate_grade"],
+        },
         {"name": "My account", "url": "accounts:profile"},
     ],
     "usermenu_links": [
@@ -56,6 +61,15 @@ JAZZMIN_SETTINGS = {
     },
     "custom_links": {
         "grading": [{"name": "My grading", "url": "admin:grading_dashboard", "icon": "fas fa-pen"}],
+        # Under studies, not grading: adjudicators see the studies app (read-only) and not the grading one.
+        "studies": [
+            {
+                "name": "Adjudication",
+                "url": "admin:grading_adjudication",
+                "icon": "fas fa-balance-scale",
+                "permissions": ["grading.adjudicate_grade"],
+            }
+        ],
     },
     "default_icon_parents": "fas fa-chevron-circle-right",
     "default_icon_children": "fas fa-circle",

@@ -58,6 +58,29 @@ class Study(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(1000)],
         help_text="A repeat comes back after at least this many other patients (a random number more).",
     )
+    is_certification = models.BooleanField(
+        "certification set",
+        default=False,
+        help_text="Trainee graders grade this study and are measured against its reference grades.",
+    )
+    pass_kappa = models.DecimalField(
+        "pass mark (kappa)",
+        max_digits=3,
+        decimal_places=2,
+        default=Decimal("0.70"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+        help_text="A trainee passes with at least this Cohen's kappa against the reference on every field.",
+    )
+    certification_required = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        limit_choices_to={"is_certification": True},
+        verbose_name="certification required",
+        help_text="Only graders who passed this certification set may be assigned to this study.",
+    )
     is_active = models.BooleanField("active", default=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -79,6 +102,9 @@ class Study(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(graders_per_patient__gte=1), name="study_graders_per_patient_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(pass_kappa__gte=0) & Q(pass_kappa__lte=1), name="study_pass_kappa_between_0_and_1"
             ),
         ]
 

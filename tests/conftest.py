@@ -32,7 +32,8 @@ def pytest_runtest_teardown(item, nextitem):
     """
     result = yield
     marker = item.get_closest_marker("django_db")
-    if "live_server" in item.fixturenames or (marker and marker.kwargs.get("transaction")):
+    transactional = "live_server" in item.fixturenames or (marker and marker.kwargs.get("transaction"))
+    if transactional and nextitem is not None:  # after the last test the database is gone
         from pytest_django.plugin import blocking_manager_key
 
         with item.config.stash[blocking_manager_key].unblock():

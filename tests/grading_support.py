@@ -44,28 +44,35 @@ def make_patients():
     return make
 
 
-def answers_for(study, choice: str = "0", skip: tuple[str, ...] = ()) -> dict[str, str]:
-    """A complete set of answers choosing the option with this value in every field."""
+def forms_of(study, patient=None):
+    """The forms a patient is graded with; without a patient, of one with no photos (both eyes)."""
+    if patient is None:
+        return selectors.forms_per_eye(selectors.grading_forms(study=study), eyes=set())
+    return selectors.patient_forms(study=study, patient_id=patient.pk)
+
+
+def answers_for(study, choice: str = "0", skip: tuple[str, ...] = (), patient=None) -> dict[str, str]:
+    """A complete set of answers choosing the option with this value in every field (and eye)."""
     answers = {}
-    for form in selectors.grading_forms(study=study):
+    for form in forms_of(study, patient):
         for item in form.fields:
             if item.field.name in skip:
                 continue
             option = next((o for o in item.options if o.value == choice), item.options[0])
-            answers[services.answer_key(form.grade_type.pk, item.field.pk)] = str(option.pk)
+            answers[services.answer_key(form.grade_type.pk, item.field.pk, form.eye)] = str(option.pk)
     return answers
 
 
-def answers_where(study, values: dict[str, str]) -> dict[str, str]:
+def answers_where(study, values: dict[str, str], patient=None) -> dict[str, str]:
     """Answers choosing, per field name, the option with that value (default "0"); "U" or "9" picks
-    the field's ungradable option."""
+    the field's ungradable option. A key "TF/L" sets one eye's answer apart."""
     answers = {}
-    for form in selectors.grading_forms(study=study):
+    for form in forms_of(study, patient):
         for item in form.fields:
-            value = values.get(item.field.name, "0")
+            value = values.get(f"{item.field.name}/{form.eye}", values.get(item.field.name, "0"))
             ungradable = value in ("U", "9")
             option = next(o for o in item.options if o.value == value or (ungradable and o.ungradable))
-            answers[services.answer_key(form.grade_type.pk, item.field.pk)] = str(option.pk)
+            answers[services.answer_key(form.grade_type.pk, item.field.pk, form.eye)] = str(option.pk)
     return answers
 
 
@@ -101,7 +108,7 @@ def submit(study, patient, grader, choice="0", regrade=False, presentation=None,
     return services.grade_submit(
         presentation=presentation,
         grader=grader,
-        answers=extra.pop("answers", None) or answers_for(study, choice),
+        answers=extra.pop("answers", None) or answers_for(study, choice, patient=patient),
         note=extra.pop("note", ""),
     )
 

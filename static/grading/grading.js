@@ -15,6 +15,15 @@
       current = Math.max(0, Math.min(fields.length - 1, index));
       fields.forEach((field, i) => field.classList.toggle("gc-focused", i === current));
       fields[current].focus({ preventScroll: false });
+      showEyeOf(fields[current]);
+    }
+
+    // A per-eye form answers for one eye: the viewer follows it to that eye's photos.
+    function showEyeOf(field) {
+      const eye = field && field.dataset.eye;
+      if (!eye || !strip.length || strip[photo].dataset.eyeCode === eye) return;
+      const first = strip.findIndex((item) => item.dataset.eyeCode === eye);
+      if (first >= 0) showPhoto(first);
     }
 
     function choose(number) {
@@ -40,6 +49,7 @@
       field.addEventListener("focusin", () => {
         current = index;
         fields.forEach((f, i) => f.classList.toggle("gc-focused", i === index));
+        showEyeOf(field);
       });
       field.addEventListener("change", () => {
         field.classList.remove("gc-invalid");
@@ -142,7 +152,7 @@
         if (!field.querySelector(".gc-client-error")) {
           const message = document.createElement("div");
           message.className = "text-danger small gc-error gc-client-error";
-          message.textContent = field.dataset.name + " is required.";
+          message.textContent = (field.dataset.label || field.dataset.name) + " is required.";
           field.appendChild(message);
         }
         focusField(missing);

@@ -64,9 +64,9 @@ def test_the_data_team_reads_the_agreement_page(
     page.goto(live_server.url + reverse("admin:studies_study_agreement", args=[graded_study.pk]))
 
     charts_drawn(page)
-    assert page.locator(".gc-field").count() == len(WHO_FIELDS)
-    assert page.locator("canvas.gc-coefficients-chart").count() == len(WHO_FIELDS)
-    assert page.locator("canvas.gc-options-chart").count() == len(WHO_FIELDS)
+    assert page.locator(".gc-field").count() == 2 * len(WHO_FIELDS)  # per eye
+    assert page.locator("canvas.gc-coefficients-chart").count() == 2 * len(WHO_FIELDS)  # per eye
+    assert page.locator("canvas.gc-options-chart").count() == 2 * len(WHO_FIELDS)  # per eye
     assert "ungradable answers left out" in page.locator("#gc-ungradable-says").inner_text()
     assert "Fleiss' kappa" in page.locator("#gc-field-0 .gc-coefficients").inner_text()
     assert page.locator("#gc-field-0 .gc-pairwise td[style]").count() == 6  # 3 graders, off the diagonal

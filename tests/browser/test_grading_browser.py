@@ -26,19 +26,20 @@ WHO_FIELDS = ["TF", "TI", "TS", "TT", "CO"]
 DIGIT_OF = {"Absent": "1", "Present": "2", "Ungradable": "3"}
 
 
-def who_grade_type():
+def who_grade_type(unit: str = "patient"):
+    """The WHO grade type; graded per patient here unless asked (the fixture grades each eye)."""
     schemes = json.loads((Path(settings.BASE_DIR) / "fixtures" / "grade_types.json").read_text())
-    (grade_type,) = services.grade_types_import(data=schemes[0])
+    (grade_type,) = services.grade_types_import(data={**schemes[0], "unit": unit})
     assert [field.name for field in grade_type.fields.order_by("order")] == WHO_FIELDS
     return grade_type
 
 
-def grading_setup(patients: int):
+def grading_setup(patients: int, unit: str = "patient"):
     """A masked study graded with the WHO grade type, a grader on it, patients with a photo of each eye."""
     study = StudyFactory(
         name="Trachoma survey 2025", graders_per_patient=3, repeat_share=0, masked_codes=True
     )
-    study.grade_types.add(who_grade_type())
+    study.grade_types.add(who_grade_type(unit))
     grader = UserFactory(username="grader", groups=[roles.GRADERS])
     study.graders.add(grader)
     made = []
@@ -104,23 +105,25 @@ def wait_for_grading_page(page) -> None:
 
 
 def focused_field(page) -> str:
-    """The field grading.js highlights, which must also hold the keyboard focus."""
+    """The field grading.js highlights, which must also hold the keyboard focus ("TF", or "TF/R" per eye)."""
     return page.evaluate(
         """() => {
             const highlighted = Array.from(document.querySelectorAll(".gc-field.gc-focused"));
             if (highlighted.length !== 1) return `${highlighted.length} fields highlighted`;
-            return highlighted[0].dataset.name;
+            const field = highlighted[0];
+            return field.dataset.name + (field.dataset.eye ? "/" + field.dataset.eye : "");
         }"""
     )
 
 
 def chosen_labels(page) -> dict[str, str]:
-    """Each field's checked option, by its label."""
+    """Each field's checked option, by its label; a per-eye field's key names its eye ("TF/L")."""
     return page.evaluate(
         """() => Object.fromEntries(Array.from(document.querySelectorAll(".gc-field")).map((field) => {
             const input = field.querySelector("input:checked");
             const label = input ? input.closest("label").textContent : "";
-            return [field.dataset.name, label.trim().replace(/^\\d+\\s*/, "")];
+            const key = field.dataset.name + (field.dataset.eye ? "/" + field.dataset.eye : "");
+            return [key, label.trim().replace(/^\\d+\\s*/, "")];
         }))"""
     )
 
@@ -444,4 +447,45 @@ def test_a_grader_beaten_to_the_last_slot_is_told_and_sent_on(page, live_server,
     assert page.locator("#gc-form").count() == 0 and page.locator("#gc-regrade").count() == 0
     assert page.locator("#gc-next").is_visible()
     screenshot("02-old-page-of-a-full-patient")
+    assert failures == []
+
+
+def test_a_per_eye_grade_type_is_answered_eye_by_eye_beside_that_eyes_photos(
+    page, live_server, screenshot, failures
+):
+    """The WHO fixture grades each eye: right eye's fields, then the left eye's, then Enter saves both."""
+    study, grader, (patient,) = grading_setup(1, unit="eye")
+    login_with_keyboard(page, live_server, grader)
+    page.goto(f"{live_server.url}/admin/grading/study/{study.pk}/next/")
+    wait_for_grading_page(page)
+    badges = page.locator(".gc-form-eye").all_inner_texts()
+    assert [badge.strip() for badge in badges] == ["Right eye", "Left eye"]
+    assert focused_field(page) == "TF/R"
+    assert page.locator("#gc-eye").inner_text() == "Right eye"  # the viewer shows the eye being graded
+    right = {"TF": "Present", "TI": "Absent", "TS": "Absent", "TT": "Absent", "CO": "Absent"}
+    left = {"TF": "Absent", "TI": "Absent", "TS": "Present", "TT": "Absent", "CO": "Ungradable"}
+    for name, label in right.items():
+        assert focused_field(page) == f"{name}/R"
+        page.keyboard.press(DIGIT_OF[label])
+    assert focused_field(page) == "TF/L"
+    assert page.locator("#gc-eye").inner_text() == "Left eye"  # moved on with the form
+    assert page.locator(".gc-strip-item.active").get_attribute("data-eye-code") == "L"
+    screenshot("01-per-eye-left-eye-form")
+    for label in left.values():
+        page.keyboard.press(DIGIT_OF[label])
+    chosen = chosen_labels(page)
+    assert {name: chosen[f"{name}/R"] for name in WHO_FIELDS} == right
+    assert {name: chosen[f"{name}/L"] for name in WHO_FIELDS} == left
+    page.locator(".gc-field[data-name=TT][data-eye=L]").focus()
+    for _ in range(4):  # back up into the right eye's form: the viewer follows
+        page.keyboard.press("ArrowUp")
+    assert focused_field(page) == "CO/R"
+    assert page.locator("#gc-eye").inner_text() == "Right eye"
+    page.locator("#gc-save").focus()
+    save_with_enter(page)
+    assert page.url == f"{live_server.url}/admin/grading/study/{study.pk}/"
+    grades = {grade.eye: grade for grade in Grade.objects.filter(grader=grader, patient=patient)}
+    assert set(grades) == {"R", "L"}
+    assert answers_in_db(grades["R"]) == right
+    assert answers_in_db(grades["L"]) == left
     assert failures == []

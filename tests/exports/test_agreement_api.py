@@ -88,7 +88,10 @@ def test_repeatability_pairs_each_repeat_with_the_grade_current_when_it_was_give
 
 def test_a_study_without_grades_gives_notes_not_errors(grading_study):
     report = agreement_report(study=grading_study, rounds=100)
-    assert [item.field for item in report.fields] == ["TF", "TI", "TS", "TT", "CO"]
+    fields = ["TF", "TI", "TS", "TT", "CO"]
+    assert [(item.field, item.eye) for item in report.fields] == [(f, "R") for f in fields] + [
+        (f, "L") for f in fields
+    ]  # a per-eye grade type is reported per eye
     for item in report.fields:
         for figure in item.coefficients.values():
             assert figure.value is None and figure.note.startswith("not enough data")

@@ -223,16 +223,17 @@ def test_grades_export_streams_one_row_per_grade(api, grading_study, photographe
     assert isinstance(response, StreamingHttpResponse)
     assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert len(rows) == 3
+    assert len(rows) == 6  # a grade per eye
+    assert {r["eye"] for r in rows} == {"R", "L"}
     assert {r["grade_id"] for r in rows} == {str(pk) for pk in Grade.objects.values_list("pk", flat=True)}
-    old = next(r for r in rows if r["is_current"] == "False")
+    old = next(r for r in rows if r["is_current"] == "False" and r["eye"] == "R")
     assert (old["TF"], old["note"]) == ("1", "'=cmd|' /C calc'!A0")  # escaped for spreadsheets
     assert old["superseded_by"] != ""
-    latest = next(r for r in rows if r["grader"] == "grader2")
+    latest = next(r for r in rows if r["grader"] == "grader2" and r["eye"] == "L")
     assert [latest[f] for f in ("TF", "TI", "TS", "TT", "CO")] == ["U"] * 5
     assert latest["eyes"] == "R;L" and latest["patient_code"] == "EX-1"
     current = api.get(f"/api/grades/?study={grading_study.pk}&format=json&current=true")
-    assert len(json.loads(b"".join(current.streaming_content))) == 2
+    assert len(json.loads(b"".join(current.streaming_content))) == 4
 
 
 def test_grades_export_matches_the_database_for_thousands_of_grades(api, grading_study, graders):
@@ -311,7 +312,8 @@ def test_consensus_majority_tie_and_too_few_graders(api, grading_study, photogra
     assert len(rows) == 6
     assert (rows[("EX-0", "R")]["label"], rows[("EX-0", "R")]["votes"]) == ("1", "1:3")
     assert rows[("EX-1", "L")]["label"] == ""
-    assert rows[("EX-1", "L")]["no_label_reason"] == "tie between 0 and 1 and U"
+    assert rows[("EX-1", "L")]["no_label_reason"] == "no majority (0:1;1:1;U:1): waiting for adjudication"
+    assert (rows[("EX-1", "L")]["consensus"], rows[("EX-0", "R")]["consensus"]) == ("pending", "majority")
     assert rows[("EX-2", "R")]["no_label_reason"] == "1 of the 3 graders needed"
     lowered = training(api, grading_study, grade_type=who.pk, field="TF", min_graders=1)
     assert {r["label"] for r in lowered if r["patient_code"] == "EX-2"} == {"1"}

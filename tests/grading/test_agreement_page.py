@@ -1,4 +1,4 @@
-"""The agreement page of a study in the admin, for those who may see every grade, with its downloads."""
+"""The agreement page of a study in the admin, for those who see every grade or adjudicate, with its downloads."""
 
 import csv
 import io
@@ -39,13 +39,20 @@ def superuser(db):
     return UserFactory(username="root", is_staff=True, is_superuser=True)
 
 
-@pytest.mark.parametrize("role", ["superuser", "study_admin", "data_member"])
+@pytest.fixture
+def adjudicator(db):
+    from accounts import roles
+
+    return UserFactory(username="ada", groups=[roles.ADJUDICATORS])
+
+
+@pytest.mark.parametrize("role", ["superuser", "study_admin", "data_member", "adjudicator"])
 def test_the_page_shows_every_field_with_its_coefficients(role, graded_study, client_for, request):
     response = client_for(request.getfixturevalue(role)).get(url_of(graded_study))
     assert response.status_code == 200
     page = response.content.decode()
     for name in WHO_FIELDS:
-        assert f"<b>{name}</b>" in page
+        assert f"<b>{name}, right eye</b>" in page and f"<b>{name}, left eye</b>" in page
     assert "Fleiss&#x27; kappa" in page and "Krippendorff" in page and "Gwet" in page
     assert "0.833" in page  # TF's percent agreement, 5 of 6
     assert 'id="gc-agreement-data"' in page and "chart.umd.min.js" in page
@@ -96,7 +103,10 @@ def test_the_report_downloads_as_csv_and_json(graded_study, client_for, data_mem
     assert "attachment" in response["Content-Disposition"]
     report = json.loads(response.content)
     assert report["ungradable"] == "excluded" and report["rounds"] == 1000
-    assert [item["field"] for item in report["fields"]] == WHO_FIELDS
+    assert [(item["field"], item["eye"]) for item in report["fields"]] == [(f, "R") for f in WHO_FIELDS] + [
+        (f, "L") for f in WHO_FIELDS
+    ]
+    assert {r["eye"] for r in rows} == {"R", "L"}
 
 
 def test_a_study_without_grades_still_shows_its_fields(grading_study, client_for, superuser):

@@ -15,7 +15,7 @@ def test_submit_saves_one_grade_per_grade_type_with_every_entry(
     grading_study.grade_types.add(follicles)
     (patient,) = make_patients(grading_study, 1)
     grades = submit(grading_study, patient, graders[0], choice="1", seconds=42, note=" faint ")
-    assert len(grades) == 2
+    assert [(g.grade_type.name[:3], g.eye) for g in grades] == [("Fol", ""), ("WHO", "R"), ("WHO", "L")]
     who_grade = next(g for g in grades if g.grade_type.name.startswith("WHO"))
     values = dict(who_grade.entries.values_list("field__name", "option__value"))
     assert values == {"TF": "1", "TI": "1", "TS": "1", "TT": "1", "CO": "1"}
@@ -25,25 +25,25 @@ def test_submit_saves_one_grade_per_grade_type_with_every_entry(
         "faint",
         True,
     )
-    assert GradeEntry.objects.count() == 6
+    assert GradeEntry.objects.count() == 11  # five fields per eye, one for the per-patient type
 
 
 def test_regrade_supersedes_and_keeps_history(grading_study, graders, make_patients):
     (patient,) = make_patients(grading_study, 1)
-    (first,) = submit(grading_study, patient, graders[0], choice="0")
-    (second,) = submit(grading_study, patient, graders[0], choice="1", regrade=True)
+    first, _ = submit(grading_study, patient, graders[0], choice="0")  # right eye, left eye
+    second, _ = submit(grading_study, patient, graders[0], choice="1", regrade=True)
     first.refresh_from_db()
     assert (first.is_current, first.superseded_by) == (False, second)
     assert second.is_current and second.kind == "regular"
-    assert Grade.objects.filter(patient=patient).count() == 2
+    assert Grade.objects.filter(patient=patient).count() == 4
     assert set(first.entries.values_list("option__value", flat=True)) == {"0"}
     assert progress_of(grading_study, graders[0]).graded == 1  # a re-grade is not another patient
 
 
 def test_repeat_page_saves_a_repeat_grade_beside_the_regular_one(grading_study, graders, make_patients):
     (patient,) = make_patients(grading_study, 1)
-    (regular,) = submit(grading_study, patient, graders[0])
-    (repeat,) = submit(grading_study, patient, graders[0], choice="1", kind="repeat")
+    regular, _ = submit(grading_study, patient, graders[0])
+    repeat, _ = submit(grading_study, patient, graders[0], choice="1", kind="repeat")
     regular.refresh_from_db()
     assert repeat.kind == "repeat"
     assert regular.is_current  # a repeat grade does not replace the regular one
@@ -55,7 +55,7 @@ def test_same_page_submitted_twice_saves_one_grade(grading_study, graders, make_
     first = submit(grading_study, patient, graders[0], presentation=page)
     again = submit(grading_study, patient, graders[0], presentation=page)
     assert [g.pk for g in again] == [g.pk for g in first]
-    assert Grade.objects.count() == 1
+    assert Grade.objects.count() == 2  # one per eye
 
 
 def test_an_old_page_sent_again_with_other_answers_is_refused_and_says_so(
@@ -75,7 +75,7 @@ def test_two_graders_grading_the_same_patient_both_succeed(grading_study, grader
     (patient,) = make_patients(grading_study, 1)
     submit(grading_study, patient, graders[0])
     submit(grading_study, patient, graders[1], choice="1")
-    assert Grade.objects.filter(patient=patient, is_current=True).count() == 2
+    assert Grade.objects.filter(patient=patient, is_current=True).count() == 4
 
 
 @pytest.mark.parametrize("wanted", [1, 2])
@@ -103,8 +103,8 @@ def test_a_grader_who_graded_may_still_regrade_a_full_patient(grading_study, gra
     (patient,) = make_patients(grading_study, 1)
     submit(grading_study, patient, graders[0])
     submit(grading_study, patient, graders[1])
-    (again,) = submit(grading_study, patient, graders[0], choice="1", regrade=True)
-    assert again.is_current
+    again = submit(grading_study, patient, graders[0], choice="1", regrade=True)
+    assert all(g.is_current for g in again)
 
 
 def test_someone_elses_page_is_refused(grading_study, graders, make_patients):
@@ -128,7 +128,7 @@ def test_missing_required_field_is_refused(grading_study, graders, make_patients
     (patient,) = make_patients(grading_study, 1)
     answers = answers_for(grading_study)
     answers.pop(next(iter(answers)))
-    refused(grading_study, patient, graders[0], answers, "TF is required.")
+    refused(grading_study, patient, graders[0], answers, "TF (right eye) is required.")
 
 
 def test_time_spent_survives_a_refused_submit(grading_study, graders, make_patients):
@@ -139,10 +139,10 @@ def test_time_spent_survives_a_refused_submit(grading_study, graders, make_patie
     (patient,) = make_patients(grading_study, 1)
     answers = answers_for(grading_study)
     answers.pop(next(iter(answers)))
-    page = refused(grading_study, patient, graders[0], answers, "TF is required.")
+    page = refused(grading_study, patient, graders[0], answers, "TF (right eye) is required.")
     Presentation.objects.filter(pk=page.pk).update(shown_at=timezone.now() - timedelta(seconds=110))
     page.refresh_from_db()
-    (grade,) = grade_submit(presentation=page, grader=graders[0], answers=answers_for(grading_study))
+    grade, _ = grade_submit(presentation=page, grader=graders[0], answers=answers_for(grading_study))
     assert 110 <= grade.seconds_spent <= 112
 
 
@@ -200,9 +200,10 @@ def test_optional_field_may_be_left_blank(grading_study, who, graders, make_pati
     (patient,) = make_patients(grading_study, 1)
     answers = answers_for(grading_study)
     co = who.fields.get(name="CO")
-    answers.pop(answer_key(who.pk, co.pk))
-    (grade,) = submit(grading_study, patient, graders[0], answers=answers)
-    assert grade.entries.get(field=co).option is None
+    answers.pop(answer_key(who.pk, co.pk, "L"))
+    right, left = submit(grading_study, patient, graders[0], answers=answers)
+    assert left.entries.get(field=co).option is None
+    assert right.entries.get(field=co).option is not None
 
 
 def test_deleting_a_graded_patient_or_grade_type_or_option_is_refused(
@@ -228,7 +229,7 @@ def test_a_second_first_grade_page_of_a_graded_patient_is_refused(grading_study,
     with pytest.raises(ValidationError) as error:
         submit(grading_study, patient, graders[0], presentation=old_page, choice="1")
     assert error.value.code == "already_graded"
-    assert Grade.objects.count() == 1
+    assert Grade.objects.count() == 2
 
 
 def test_a_refused_page_sent_again_is_refused_again_in_the_same_words(grading_study, graders, make_patients):

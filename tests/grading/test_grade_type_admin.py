@@ -36,6 +36,7 @@ def test_whole_grade_type_is_defined_on_one_page(admin_client):
     data = {
         "name": "Simplified",
         "description": "WHO",
+        "unit": "eye",
         "is_active": "on",
         **management(2),
         **inline(0, "TF", "0 = Absent\n1 = Present\nU = Ungradable [ungradable]"),
@@ -44,6 +45,7 @@ def test_whole_grade_type_is_defined_on_one_page(admin_client):
     response = admin_client.post(reverse("admin:grading_gradetype_add"), data)
     assert response.status_code == 302, response.context and response.context["errors"]
     grade_type = GradeType.objects.get(name="Simplified")
+    assert grade_type.unit == GradeType.Unit.EYE
     tf, ts = grade_type.fields.order_by("order")
     assert [(o.value, o.label, o.ungradable) for o in tf.options.all()] == [
         ("0", "Absent", False),
@@ -69,6 +71,7 @@ def test_change_page_shows_the_options_and_edits_them(admin_client, who):
     data = {
         "name": who.name,
         "description": who.description,
+        "unit": who.unit,
         "is_active": "on",
         **management(len(fields), len(fields)),
     }

@@ -14,7 +14,7 @@ from django.db.models import Count
 
 from accounts import roles
 from grading import services
-from grading.models import Grade, GraderQueue, Presentation
+from grading.models import Consensus, Grade, GraderQueue, Presentation
 from tests.factories import UserFactory
 from tests.grading_support import answers_for, counts_agree, present
 
@@ -107,9 +107,9 @@ def test_ten_graders_saving_the_same_patients_at_once_stay_within_graders_wanted
         message = " ".join(error.messages)
         assert "already has its" in message and "not saved" in message, message
     for patient_id, grader_id, grades in saved:
-        assert len(grades) == 1  # one grade type
-        assert Grade.objects.filter(patient_id=patient_id, grader_id=grader_id).count() == 1
-    assert Grade.objects.count() == len(saved)  # a refused save left nothing
+        assert [grade.eye for grade in grades] == ["R", "L"]  # one per-eye grade type: a grade per eye
+        assert Grade.objects.filter(patient_id=patient_id, grader_id=grader_id).count() == 2
+    assert Grade.objects.count() == 2 * len(saved)  # a refused save left nothing
     assert {(p, g) for p, g, _ in saved} == set(Grade.objects.values_list("patient_id", "grader_id"))
     graders_of = dict(
         Grade.objects.values("patient_id")
@@ -117,6 +117,9 @@ def test_ten_graders_saving_the_same_patients_at_once_stay_within_graders_wanted
         .values_list("patient_id", "n")
     )
     assert graders_of == {patient.pk: min(wanted, GRADERS) for patient in patients}
+    # The consensus, kept by each save under the patient's lock, counts every grader who got in.
+    consensus = set(Consensus.objects.values_list("patient_id", "eye", "graders").distinct())
+    assert consensus == {(p.pk, eye, min(wanted, GRADERS)) for p in patients for eye in "RL"}
     outcomes = Counter(Presentation.objects.values_list("outcome", flat=True))
     assert outcomes == {"saved": len(saved), "refused": len(refused)}
     saves_by = Counter(g for _, g, _ in saved)
@@ -163,7 +166,7 @@ def test_graders_walking_their_queues_at_once_grade_every_patient_exactly_once(
         .values_list("patient_id", "n")
     )
     assert graders_of == {patient.pk: 1 for patient in patients}
-    assert Grade.objects.count() == PATIENTS
+    assert Grade.objects.count() == 2 * PATIENTS  # a grade per eye
     assert set(Presentation.objects.values_list("outcome", flat=True)) == {"saved"}  # none left open
     assert set(GraderQueue.objects.filter(study=grading_study).values_list("pending", flat=True)) == {0}
     counts_agree(grading_study)

@@ -27,9 +27,19 @@ def test_load_demo_builds_a_study_with_photos_of_both_eyes_and_users(db):
         "Study administrators",
         "Image collectors",
         "Graders",
+        "Adjudicators",
         "Data team",
     }
-    assert study.graders.count() == 2
+    assert study.graders.count() == 3
+    # Three graders graded 6 patients each, per eye, through their queues; run twice, graded once.
+    from grading.models import Consensus, Grade, GraderQueue
+
+    first_grades = Grade.objects.filter(kind=Grade.Kind.REGULAR)
+    assert 9 <= first_grades.order_by().values("patient").distinct().count() <= 12
+    assert first_grades.filter(eye="R").count() == first_grades.filter(eye="L").count() == 18
+    assert sum(GraderQueue.objects.values_list("graded", flat=True)) == 18
+    assert set(Consensus.objects.values_list("method", flat=True)) <= {"majority", "pending", "too_few"}
+    assert Consensus.objects.filter(method="pending").exists()  # something for the adjudicator
     image = Image.objects.first()
     with image.file.open("rb") as handle:
         assert PILImage.open(handle).size == (1600, 1200)

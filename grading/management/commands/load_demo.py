@@ -17,8 +17,9 @@ GRADE_TYPES = Path(settings.BASE_DIR) / "fixtures" / "grade_types.json"
 
 class Command(BaseCommand):
     help = (
-        "Load the demo: a region, a trachoma study, 12 patients with photos of both eyes "
-        "and one user per role. Running it again adds only what is missing."
+        "Load the demo: a region, a trachoma study, 12 patients with photos of both eyes, "
+        "one user per role, and three graders' grades of 6 patients each. "
+        "Running it again adds only what is missing."
     )
 
     def handle(self, *args, **options):
@@ -55,8 +56,13 @@ class Command(BaseCommand):
                     uploaded_by=users["collector"],
                 )
                 added += 1
+        from grading.demo import demo_grades
+
+        graders = [users[s["username"]] for s in demo["users"] if s.get("grades_demo_study")]
+        graded = demo_grades(study=study, graders=graders, per_grader=6)
         self.stdout.write(
-            f"Demo study {study.name!r}: {study.patients.count()} patients, {added} photos added now. "
+            f"Demo study {study.name!r}: {study.patients.count()} patients, {added} photos and "
+            f"{graded} grades by the demo graders added now. "
             f"Users {', '.join(users)} have the password {demo['password']!r}."
         )
 
