@@ -8,6 +8,8 @@ per eye); answers are the graders' current regular grades.
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
@@ -121,20 +123,29 @@ def _answer(option_value, option_ungradable, ungradable: str) -> str | None:
 def _current_answers(
     *, study: Study, ungradable: str
 ) -> dict[tuple[int, int, str], dict[int, dict[str, str]]]:
-    """(grade type, field, eye) -> patient -> grader -> answer, from the current regular grades: one query."""
+    """(grade type, field, eye) -> patient -> grader -> answer, from the current regular grades.
+
+    One query over grades and their entries only (no join to users or options, which are looked up
+    once each), streamed.
+    """
     rows = GradeEntry.objects.filter(
         grade__patient__study=study, grade__kind=Grade.Kind.REGULAR, grade__is_current=True
     ).values_list(
-        "grade__grade_type_id", "field_id", "grade__eye", "grade__patient_id", "grade__grader__username",
-        "option__value", "option__ungradable",
-    )  # fmt: skip
+        "grade__grade_type_id", "field_id", "grade__eye", "grade__patient_id", "grade__grader_id", "option_id"
+    )
+    answer_of = {
+        pk: _answer(value, is_ungradable, ungradable)
+        for pk, value, is_ungradable in GradeOption.objects.filter(
+            field__grade_type__studies=study
+        ).values_list("pk", "value", "ungradable")
+    }
+    graded = Grade.objects.filter(grader=OuterRef("pk"), patient__study=study, kind=Grade.Kind.REGULAR)
+    names = dict(get_user_model().objects.filter(Exists(graded)).values_list("pk", "username"))
     answers: dict = defaultdict(lambda: defaultdict(dict))
-    for grade_type_id, field_id, eye, patient_id, grader, value, is_ungradable in rows.iterator(
-        chunk_size=5000
-    ):
-        answer = _answer(value, is_ungradable, ungradable)
+    for grade_type_id, field_id, eye, patient_id, grader_id, option_id in rows.iterator(chunk_size=20000):
+        answer = answer_of.get(option_id)
         if answer is not None:
-            answers[(grade_type_id, field_id, eye)][patient_id][grader] = answer
+            answers[(grade_type_id, field_id, eye)][patient_id][names[grader_id]] = answer
     return answers
 
 
@@ -207,25 +218,38 @@ def _repeat_pairs(*, study: Study, ungradable: str) -> dict[tuple[str, str, str]
 
 
 def _against_others(ratings: list) -> dict[str, list[tuple[str, str | None]]]:
-    """Per grader: (their answer, the answer a strict majority of the other graders gave, or None)."""
-    pairs: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
-    for unit in ratings:
-        counts = Counter(unit.values())
+    """Per grader: (their answer, the answer most of the other graders gave, unless tied, or None).
+
+    Counted as arrays: units x categories of answer counts, less each grader's own answer.
+    """
+    graders = sorted({grader for unit in ratings for grader in unit})
+    categories = sorted({answer for unit in ratings for answer in unit.values()})
+    if not graders:
+        return {}
+    column = {grader: n for n, grader in enumerate(graders)}
+    code = {answer: n for n, answer in enumerate(categories)}
+    given = np.full((len(ratings), len(graders)), -1, dtype=np.int64)  # each grader's answer, -1 for none
+    for row, unit in enumerate(ratings):
         for grader, answer in unit.items():
-            counts[answer] -= 1
-            pairs[grader].append((answer, _strict_majority(counts)))
-            counts[answer] += 1
+            given[row, column[grader]] = code[answer]
+    counts = np.stack([(given == category).sum(axis=1) for category in range(len(categories))], axis=1)
+    rows = np.arange(len(ratings))
+    pairs: dict[str, list[tuple[str, str | None]]] = {}
+    for grader, n in column.items():
+        mine = given[:, n]
+        rated = mine >= 0
+        others = counts[rated].copy()
+        others[rows[: rated.sum()], mine[rated]] -= 1
+        top = others.max(axis=1)
+        clear = (top > 0) & ((others == top[:, None]).sum(axis=1) == 1)
+        majority = others.argmax(axis=1)
+        pairs[grader] = [
+            (categories[answer], categories[best] if unique else None)
+            for answer, best, unique in zip(
+                mine[rated].tolist(), majority.tolist(), clear.tolist(), strict=True
+            )
+        ]
     return pairs
-
-
-def _strict_majority(counts: Counter) -> str | None:
-    best, best_count, tied = None, 0, False
-    for answer, count in counts.items():
-        if count > best_count:
-            best, best_count, tied = answer, count, False
-        elif count == best_count:
-            tied = True
-    return None if tied or best_count == 0 else best
 
 
 def _grader_figures(grader: str, against: list, positive: str | None, repeats: list) -> GraderFigures:
