@@ -32,6 +32,7 @@ _TOLERANCE = 1e-9
 NO_REFERENCE = "not enough data: no reference answer"
 
 PASSED = "passed"
+UNMEASURED = "no field has a kappa: the reference gives every patient the same answer on every field"
 FAILED = "failed"
 NOT_STARTED = "not started"
 
@@ -93,7 +94,10 @@ class TraineeResult:
     def shortfalls(self) -> list[str]:
         if self.status == NOT_STARTED:
             return [NOT_STARTED]
-        return [result.shortfall for result in self.fields if not result.passed]
+        shortfalls = [result.shortfall for result in self.fields if not result.passed]
+        if self.status == FAILED and not shortfalls:  # every field agreed, none could be measured
+            return [UNMEASURED]
+        return shortfalls
 
     @property
     def summary(self) -> str:
@@ -298,7 +302,9 @@ def _trainee_result(
         _field_result(spec, reference.get(spec.key, {}), answers.get(spec.key, {}), pass_kappa=pass_kappa)
         for spec in specs
     ]
-    result.status = PASSED if result.fields and all(item.passed for item in result.fields) else FAILED
+    measured = any(item.kappa.value is not None for item in result.fields)
+    passed = measured and all(item.passed for item in result.fields)
+    result.status = PASSED if passed else FAILED
     return result
 
 
@@ -318,9 +324,17 @@ def _kappa(pairs: list[tuple[str, str]], *, has_reference: bool) -> agreement.Fi
     return agreement.cohen_kappa(pairs=pairs)
 
 
-def _shortfall(spec: FieldSpec, kappa: agreement.Figure, pass_kappa: float) -> str:
-    """Why this field is not passed, or "" when it is."""
+def _shortfall(spec: FieldSpec, kappa: agreement.Figure, pass_kappa: float, pairs: list) -> str:
+    """Why this field is not passed, or "" when it is.
+
+    A sign the reference never (or always) calls, which the trainee answered exactly as the
+    reference on every patient, has no kappa (one category only) but nothing to fault: passed.
+    Rare signs such as TT and CO are often absent from a whole certification set.
+    """
     if kappa.value is None:
+        enough = len(pairs) >= MIN_PATIENTS
+        if enough and all(answer == truth for answer, truth in pairs):
+            return ""
         return f"no kappa on {spec.label} ({kappa.note})"
     if kappa.value + _TOLERANCE < pass_kappa:
         return f"kappa {kappa.value:.2f} on {spec.label}"
@@ -333,7 +347,7 @@ def _field_result(
     """The trainee against the reference on the patients with both answers."""
     pairs = [(answers[patient], truth) for patient, truth in reference.items() if patient in answers]
     kappa = _kappa(pairs, has_reference=bool(reference))
-    shortfall = _shortfall(spec, kappa, pass_kappa)
+    shortfall = _shortfall(spec, kappa, pass_kappa, pairs)
     result = FieldResult(
         grade_type=spec.grade_type,
         field=spec.field,

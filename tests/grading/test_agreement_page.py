@@ -1,4 +1,4 @@
-"""The agreement page of a study in the admin, for those who see every grade or adjudicate, with its downloads."""
+"""The agreement page of a study in the admin, for all who see every grade or adjudicate; its downloads."""
 
 import csv
 import io

@@ -186,7 +186,32 @@ def test_a_single_category_leaves_kappa_undefined(certification_set, trainees, s
     assert "every answer is the same" in item.kappa.note
     assert item.sensitivity.value is None and "no positive answer" in item.sensitivity.note
     assert item.specificity.value == 1.0
-    assert not trainee.passed
+    assert item.passed  # nothing to fault on the field ...
+    assert not trainee.passed  # ... but nothing measured either
+    assert trainee.shortfalls == [certification.UNMEASURED]
+
+
+def test_a_sign_the_reference_never_calls_agreed_in_full_does_not_fail_the_trainee(
+    certification_set, who, trainees, study_admin, make_patients
+):
+    """TT and CO are often absent from a whole set: agreeing on every patient passes those fields."""
+    certification_set.grade_types.set([who])
+    patients = make_patients(certification_set, 20)
+    for patient, answer in zip(patients, REFERENCE_20, strict=True):
+        reference(certification_set, patient, study_admin, {"TF": answer})  # TI..CO "0" everywhere
+    grade_all(certification_set, trainees[0], patients, REFERENCE_20)
+    trainee = result_of(certification_report(study=certification_set), "grader1")
+    assert trainee.passed
+    co = next(item for item in trainee.fields if item.label == "CO, right eye")
+    assert co.kappa.value is None and co.percent_agreement.value == 1.0 and co.passed
+    grade_all(certification_set, trainees[1], patients, REFERENCE_20)
+    submit(
+        certification_set, patients[0], trainees[1], regrade=True,
+        answers=answers_where(certification_set, {"TF": REFERENCE_20[0], "CO/L": "1"}, patient=patients[0]),
+    )  # fmt: skip
+    other = result_of(certification_report(study=certification_set), "grader2")
+    assert not other.passed  # one CO called where the reference has none: kappa 0 on CO, left eye
+    assert any("CO, left eye" in shortfall for shortfall in other.shortfalls)
 
 
 def test_ungradable_answers_are_left_out_or_counted(certification_set, trainees, study_admin, make_patients):
