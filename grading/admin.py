@@ -173,6 +173,7 @@ class GradeAdmin(admin.ModelAdmin):
         "patient_code",
         "study",
         "grade_type",
+        "eye",
         "grader",
         "kind",
         "is_current",
@@ -186,6 +187,7 @@ class GradeAdmin(admin.ModelAdmin):
     readonly_fields = [
         "patient",
         "grade_type",
+        "eye",
         "grader",
         "kind",
         "is_current",
@@ -230,7 +232,9 @@ class GradeAdmin(admin.ModelAdmin):
         return [name for name in self.list_display if name != "patient_code"]
 
     def get_list_filter(self, request):
-        filters = [("patient__study", admin.RelatedOnlyFieldListFilter), "grade_type", "kind", CurrentFilter]
+        filters = [
+            ("patient__study", admin.RelatedOnlyFieldListFilter), "grade_type", "eye", "kind", CurrentFilter,
+        ]  # fmt: skip
         if selectors.sees_patient_codes(viewer=request.user):
             filters.insert(1, ("grader", admin.RelatedOnlyFieldListFilter))
         return filters

@@ -139,6 +139,9 @@ def test_images_with_key_url_and_current_grades(api, grading_study, photographed
         ("grader1", "1"),
         ("grader2", "0"),
     ]
+    # A per-eye grade type's grades go to the photos of their own eye only.
+    assert {g["eye"] for r in body["results"] for g in r["grades"] if r["eye"] == "R"} == {"R"}
+    assert {g["eye"] for r in body["results"] for g in r["grades"] if r["eye"] == "L"} == {"L"}
 
 
 def test_local_image_url_works_with_a_token_and_not_without(api, client, photographed):
