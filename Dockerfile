@@ -21,6 +21,8 @@ RUN DJANGO_SECRET_KEY=collectstatic-only-not-used-at-run-time-0123456789abcdef \
 USER grading
 EXPOSE 8000
 
+# /healthz/ answers 503 (urlopen raises, the check fails) when the database or the storage is down;
+# /livez/ answers for the process alone, for an orchestrator's liveness probe.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD python -c "import os, urllib.request; host = os.environ['DJANGO_ALLOWED_HOSTS'].split(',')[0].strip(); \
 req = urllib.request.Request('http://127.0.0.1:%s/healthz/' % os.environ.get('PORT', '8000'), headers={'Host': host}); \

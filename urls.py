@@ -2,20 +2,20 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpResponse
 from django.urls import include, path
 
+import site_pages
+from accounts import views as accounts_views
 from studies.views import stored_file
 
-
-def healthz(request):
-    return HttpResponse("ok", content_type="text/plain")
-
+# The error pages in the admin's look; a 500 is Django's own handler with templates/500.html.
+handler403 = site_pages.permission_denied
+handler404 = site_pages.page_not_found
 
 urlpatterns = [
     path(
         "admin/password_reset/",
-        auth_views.PasswordResetView.as_view(),
+        accounts_views.PasswordResetView.as_view(),
         name="admin_password_reset",
     ),
     path("admin/", admin.site.urls),
@@ -37,5 +37,6 @@ urlpatterns = [
         name="password_reset_complete",
     ),
     path("files/<path:key>", stored_file, name="stored_file"),
-    path("healthz/", healthz, name="healthz"),
+    path("healthz/", site_pages.Health.as_view(), name="healthz"),  # database and storage
+    path("livez/", site_pages.livez, name="livez"),  # the process alone
 ]

@@ -4,10 +4,11 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import Http404
 from django.urls import reverse
+from drf_spectacular.authentication import BasicScheme
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from knox import views as knox_views
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.authentication import BasicAuthentication
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
@@ -49,10 +50,36 @@ class LoginRateThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
+class LockedOut(exceptions.Throttled):
+    default_detail = (
+        "Too many failed sign-ins for this account or from this address: signing in is paused, "
+        "even with the right password."
+    )
+
+
+class LockoutBasicAuthentication(BasicAuthentication):
+    """HTTP Basic through django-axes (the first authentication backend): a failure counts towards
+    the sign-in lockout the admin shares, and a locked-out user or address is refused with 429."""
+
+    def authenticate_credentials(self, userid, password, request=None):
+        try:
+            return super().authenticate_credentials(userid, password, request)
+        except exceptions.AuthenticationFailed:
+            if getattr(request, "axes_locked_out", False):
+                raise LockedOut(wait=settings.AXES_COOLOFF_TIME.total_seconds()) from None
+            raise
+
+
+class LockoutBasicScheme(BasicScheme):
+    """The same HTTP Basic in the OpenAPI schema."""
+
+    target_class = LockoutBasicAuthentication
+
+
 class LoginView(knox_views.LoginView):
     """POST with HTTP Basic credentials of a Data team member: a token and its expiry."""
 
-    authentication_classes = [BasicAuthentication]
+    authentication_classes = [LockoutBasicAuthentication]
     permission_classes = [IsDataTeam]
     throttle_classes = []  # counted in initial(), before the credentials are checked
 

@@ -248,6 +248,12 @@ class GradeAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def history_view(self, request, object_id, extra_context=None):
+        # Refused before the lookup, as on the change page: the filtered queryset would answer "deleted?".
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        return super().history_view(request, object_id, extra_context)
+
     # Sorting by this column sorts masked rows by nothing (see get_queryset), never by the real code.
     @admin.display(description="patient", ordering="patient_sort")
     def patient_code(self, grade: Grade) -> str:
@@ -331,6 +337,10 @@ def _csv_download(columns: list[str], rows, filename: str) -> HttpResponse:
     return _as_attachment(response, f"{filename}.csv")
 
 
+def _listed(field: str) -> str:
+    return "grade_type_names" if field == "grade_types" else field
+
+
 admin.site.unregister(Study)
 
 
@@ -343,6 +353,21 @@ class GradingStudyAdmin(StudyAdmin):
         ("Certification", {"fields": ["is_certification", "pass_kappa", "certification_required"]}),
         *StudyAdmin.fieldsets[2:],
     ]
+    readonly_fields = [*StudyAdmin.readonly_fields, "grade_type_names"]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        # Read-only, the admin cannot display the reverse relation `grade_types`: list them by name.
+        return [
+            (name, {**options, "fields": [_listed(f) for f in options["fields"]]})
+            for name, options in fieldsets
+        ]
+
+    @admin.display(description="grade types")
+    def grade_type_names(self, study: Study) -> str:
+        return ", ".join(t.name for t in study.grade_types.order_by("name")) or "-"
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)

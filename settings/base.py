@@ -8,6 +8,7 @@ README lists them all.
 import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -44,6 +45,35 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
 
+def lockout_parameters(value: str) -> list:
+    """`username,ip_address` locks either one; `username+ip_address` locks only the pair."""
+    known = {"username", "ip_address", "user_agent"}
+    parameters = []
+    for item in (part.strip() for part in value.split(",") if part.strip()):
+        names = [name.strip() for name in item.split("+")]
+        if not set(names) <= known:
+            raise ImproperlyConfigured(f"LOGIN_LOCKOUT_BY takes {', '.join(sorted(known))}, not {item!r}")
+        parameters.append(names if len(names) > 1 else names[0])
+    if not parameters:
+        raise ImproperlyConfigured("LOGIN_LOCKOUT_BY must name at least one of username, ip_address")
+    return parameters
+
+
+CACHE_TABLE = "gc_cache"
+
+
+def cache_settings(backend: str) -> dict:
+    """`database` shares the cache (login and reset throttling) between servers; `local`: one process."""
+    if backend == "database":
+        # The table is made by the accounts migrations (`manage.py migrate`), no createcachetable needed.
+        return {
+            "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": CACHE_TABLE}
+        }
+    if backend == "local":
+        return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    raise ImproperlyConfigured(f"CACHE_BACKEND must be 'database' or 'local', not {backend!r}")
+
+
 SECRET_KEY = env("DJANGO_SECRET_KEY", "embedded-run-only-not-secret")
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
@@ -66,6 +96,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "import_export",
+    "health_check",
+    "axes",
+    "csp",
     "studies",
     "grading",
     "exports",
@@ -74,13 +107,18 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before any view or the CSRF check reads an upload: an unreadable one gets a page saying why.
+    "studies.middleware.UnreadableUploadMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a sign-in refused for too many failures into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "urls"
@@ -123,6 +161,33 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "admin:login"
 LOGIN_REDIRECT_URL = "admin:index"
 
+# Client addresses (sign-in lockout, login and password-reset throttling) come from
+# X-Forwarded-For only past this many proxies, never from what the client claims.
+NUM_PROXIES = env_int("API_NUM_PROXIES", 0)
+
+# Sign-in lockout (django-axes), counted in the database so every app server shares it: after
+# LOGIN_FAILURE_LIMIT failed sign-ins (admin or API) the username or the client address is refused,
+# the right password included, until LOGIN_COOLOFF_MINUTES have passed since the last failure.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = lockout_parameters(env("LOGIN_LOCKOUT_BY", "username,ip_address"))
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the cool-off runs from the lockout, as the page says
+# Not reset by a success: a valid account's sign-in would wipe its address's failures on other accounts.
+AXES_RESET_ON_SUCCESS = False
+AXES_CLIENT_IP_CALLABLE = "accounts.throttling.client_address"
+AXES_LOCKOUT_TEMPLATE = "accounts/lockout.html"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
+
+# Password reset: e-mails sent per address an hour, and requests per client address an hour; past
+# either the page answers "e-mail sent" as always and sends nothing.
+PASSWORD_RESET_EMAILS_PER_HOUR = env_int("PASSWORD_RESET_EMAILS_PER_HOUR", 3)
+PASSWORD_RESET_REQUESTS_PER_HOUR = env_int("PASSWORD_RESET_REQUESTS_PER_HOUR", 20)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("DJANGO_TIME_ZONE", "UTC")
 USE_I18N = True
@@ -160,6 +225,19 @@ else:
         "BACKEND": "studies.storage.PrivateFileSystemStorage",
         "OPTIONS": {"location": MEDIA_ROOT, "base_url": MEDIA_URL},
     }
+
+
+def s3_image_sources() -> list[str]:
+    """Where the browser fetches photos from when they are on S3 (pre-signed URLs), for the CSP."""
+    if not AWS_STORAGE_BUCKET_NAME:
+        return []
+    endpoint = urlsplit(env("S3_ENDPOINT_URL"))
+    if not endpoint.netloc:
+        return ["https://*.amazonaws.com"]
+    origin = f"{endpoint.scheme}://{endpoint.netloc}"
+    return [origin, f"{endpoint.scheme}://*.{endpoint.netloc}"]  # the second for virtual-host addressing
+
+
 STORAGES = {
     "default": DEFAULT_STORAGE,
     # Not the manifest storage: Jazzmin's templates reference files that a
@@ -180,6 +258,14 @@ IMAGE_THUMBNAIL_SIZE = env_int("IMAGE_THUMBNAIL_SIZE", 400)
 # Field-day imports: how large one uploaded part and one whole import may be.
 IMPORT_PART_BYTES = env_int("IMPORT_PART_BYTES", 8 * 1024 * 1024)
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 20 * 1024 * 1024 * 1024)
+# A ZIP's members may add up to this many times the ZIP's own size (and never past IMPORT_MAX_BYTES):
+# photos barely compress, so more is a ZIP bomb. IMPORT_MAX_FILES: most entries in a ZIP or files in a folder.
+IMPORT_MAX_EXPANSION = env_int("IMPORT_MAX_EXPANSION", 10)
+IMPORT_MAX_FILES = env_int("IMPORT_MAX_FILES", 20_000)
+# The storage sweep (`manage.py storage_sweep`, and the worker every STORAGE_SWEEP_EVERY_HOURS; 0: never):
+# imports with no part for this long are abandoned, and files no row refers to go once this old.
+STORAGE_SWEEP_AFTER_HOURS = env_int("STORAGE_SWEEP_AFTER_HOURS", 24)
+STORAGE_SWEEP_EVERY_HOURS = env_int("STORAGE_SWEEP_EVERY_HOURS", 6)
 
 # Grading: how long `next` holds a patient's slot for a grader whose page stays unsaved
 # (the open page renews it); other graders are offered other patients meanwhile.
@@ -195,12 +281,9 @@ elif TASKS_BACKEND == "immediate":
 else:
     raise ImproperlyConfigured("TASKS_BACKEND must be 'immediate' or 'database'")
 
-# Cache (login throttling). Per process by default; CACHE_BACKEND=database shares it between
-# app servers through PostgreSQL (run `manage.py createcachetable` once).
-if env("CACHE_BACKEND", "local") == "database":
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "gc_cache"}}
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Cache (login and password-reset throttling). Per process in the embedded run; production
+# (settings.prod) shares it between app servers in the database unless CACHE_BACKEND says otherwise.
+CACHES = cache_settings(env("CACHE_BACKEND", "local"))
 
 # E-mail (password reset). Console by default; SMTP when EMAIL_HOST is set.
 EMAIL_HOST = env("EMAIL_HOST")
@@ -222,8 +305,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"api_login": env("API_LOGIN_THROTTLE", "10/minute")},
-    # Client addresses (login throttling) come from X-Forwarded-For only past this many proxies.
-    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0),
+    "NUM_PROXIES": NUM_PROXIES,
     # ?format= picks csv or json in the export views themselves.
     "URL_FORMAT_OVERRIDE": None,
 }
@@ -253,11 +335,40 @@ IMPORT_EXPORT_ESCAPE_FORMULAE_ON_EXPORT = False
 IMPORT_EXPORT_USE_TRANSACTIONS = True
 IMPORT_EXPORT_SKIP_ADMIN_CONFIRM = False
 
+# Content-Security-Policy (django-csp): scripts only from our own static files (and the few
+# inline scripts of Jazzmin's templates, allowed by hash); styles may be inline because Jazzmin,
+# Bootstrap, Swagger UI and our progress bars use style attributes; photos may come from S3.
+# tests/test_csp.py names the hash to add when a Jazzmin upgrade changes one of them.
+CSP_JAZZMIN_SCRIPT_HASHES = [
+    # admin/base.html and registration/base.html (Jazzmin 3.0.5): light / dark mode before first paint.
+    "'sha256-nLEB6J7sxmSsTqwuB/NEyb2atpyjTdtHdfLxmsXvCP8='",
+    # admin/change_list.html: the list filters' `filterInputLength` (no ModelAdmin sets one).
+    "'sha256-F7GVayJMLy0KHikNUhjbBcBE0ax/V4knxuE9lJsuA6A='",
+    # admin/auth/user/change_password.html and registration/password_change_form.html: "*" marks.
+    "'sha256-OQlLsGYyiAVVwdHnkEraaS+8yfFm7rTeYMfelN7RwuE='",
+    "'sha256-DT/ci/z/ofx36DBKYq8ZBDQ2sgAnvO+SmuKGfcZ95UU='",
+]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", *CSP_JAZZMIN_SCRIPT_HASHES],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", *s3_image_sources(), *env_list("CSP_IMG_SRC")],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    # Failed sign-ins and lockouts are warnings; axes' per-request chatter stays out of the log.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 from .jazzmin import JAZZMIN_SETTINGS, JAZZMIN_UI_TWEAKS  # noqa: E402,F401

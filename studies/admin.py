@@ -1,8 +1,10 @@
 """The studies admin: regions, studies, patients with their photos, photos, field-day imports."""
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
+from django.http import HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -171,6 +173,18 @@ class PatientAdmin(admin.ModelAdmin):
         if not request.user.has_perm("studies.add_image"):
             return fieldsets[:1]
         return fieldsets
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as refused:
+            # Raised while storing the photos (the store failed, or another upload added the same file
+            # at that moment): the page's transaction has rolled back, patient and photos alike.
+            text = " ".join(refused.messages)
+            if isinstance(refused, services.BatchRefused):
+                text = f"Nothing was stored; {len(refused.refusals)} file(s) refused: {text}"
+            self.message_user(request, text, messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)

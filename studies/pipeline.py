@@ -6,11 +6,15 @@ an `ImageRefused` whose message a person can act on.
 
 import hashlib
 import io
+import mmap
 import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,7 +22,14 @@ from django.conf import settings
 from PIL import Image as PILImage
 from PIL import JpegImagePlugin, UnidentifiedImageError
 
+from . import metadata
+
 ACCEPTED_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "TIFF": ".tif", "WEBP": ".webp"}
+# A multi-picture JPEG (a phone's photo with its depth map or preview) is stored as its first picture.
+STORED_AS = {"MPO": "JPEG"}
+CLEANERS = {"JPEG": metadata.jpeg_pieces, "PNG": metadata.png_pieces, "WEBP": metadata.webp_pieces}
+# A TIFF with JPEG compression is re-encoded at this JPEG quality: its tables cannot be reused.
+REENCODE_QUALITY = 90
 EXIF_ORIENTATION = 0x0112
 # Orientation tag -> the transposition that makes the picture upright.
 ORIENTATION_FIX = {
@@ -81,8 +92,10 @@ def _open(source: BinaryIO) -> PILImage.Image:
         raise ImageRefused("not an image, or an image format that cannot be read") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageRefused(f"damaged image header ({error})") from None
-    if picture.format not in ACCEPTED_FORMATS:
+    if STORED_AS.get(picture.format, picture.format) not in ACCEPTED_FORMATS:
         raise ImageRefused(f"{picture.format} images are not accepted; use JPEG, PNG, TIFF or WebP")
+    if picture.format in ("PNG", "WEBP") and getattr(picture, "is_animated", False):
+        raise ImageRefused("animated images are not accepted; upload a still photo")
     pixels = picture.width * picture.height
     if pixels > settings.IMAGE_MAX_PIXELS:
         raise ImageRefused(
@@ -132,99 +145,128 @@ def _thumbnail_bytes(picture: PILImage.Image) -> bytes:
             small = background
         else:
             small = small.convert("RGB")
+    small.info = {}  # Pillow would copy the photo's comment into the thumbnail
     out = io.BytesIO()
     small.save(out, "JPEG", quality=85)
-    return out.getvalue()
+    thumbnail = out.getvalue()
+    pieces = metadata.jpeg_pieces(thumbnail)  # stored too: it passes the same check as the photo
+    return thumbnail if pieces.unchanged else pieces.tobytes(thumbnail)
 
 
-# JPEG markers that carry metadata (APP1 EXIF/XMP, APP3..APP15, comments); APP0
-# (JFIF), APP14 (Adobe colour transform) and an ICC profile in APP2 are kept.
-def _jpeg_marker_is_metadata(marker: int, payload: bytes) -> bool:
-    if marker == 0xFE:
-        return True
-    if marker == 0xE2:
-        return not payload.startswith(b"ICC_PROFILE\0")
-    return 0xE1 <= marker <= 0xEF and marker != 0xEE
+def _new_file(workdir: Path, extension: str) -> Path:
+    fd, name = tempfile.mkstemp(suffix=extension, dir=workdir)
+    os.close(fd)
+    return Path(name)
 
 
-def _jpeg_has_metadata(picture: JpegImagePlugin.JpegImageFile) -> bool:
-    codes = {f"APP{n}": 0xE0 + n for n in range(16)} | {"COM": 0xFE}
-    return any(_jpeg_marker_is_metadata(codes.get(name, 0), payload) for name, payload in picture.applist)
+def _fileno(source: BinaryIO) -> int | None:
+    try:
+        return source.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory upload: io.UnsupportedOperation
+        return None
 
 
-def _jpeg_strip_metadata(source: BinaryIO, target: BinaryIO) -> None:
-    """Copy a JPEG without its metadata segments, leaving the compressed picture untouched."""
-    source.seek(0)
-    if source.read(2) != b"\xff\xd8":
-        raise ImageRefused("damaged JPEG: no start-of-image marker")
-    target.write(b"\xff\xd8")
-    while True:
-        head = source.read(2)
-        if len(head) < 2 or head[0] != 0xFF:
-            raise ImageRefused("damaged JPEG: bad segment marker")
-        marker = head[1]
-        while marker == 0xFF:  # fill bytes
-            byte = source.read(1)
-            if not byte:
-                raise ImageRefused("damaged JPEG: the file ends inside its header")
-            marker = byte[0]
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
-            target.write(bytes([0xFF, marker]))
-            continue
-        length_bytes = source.read(2)
-        length = int.from_bytes(length_bytes, "big")
-        payload = source.read(length - 2)
-        if len(payload) != length - 2:
-            raise ImageRefused("damaged or truncated JPEG header")
-        if marker == 0xDA:  # start of scan: the rest is the picture, up to end-of-image
-            target.write(b"\xff\xda" + length_bytes + payload)
-            _copy_until_end_of_image(source, target)
-            return
-        if not _jpeg_marker_is_metadata(marker, payload):
-            target.write(bytes([0xFF, marker]) + length_bytes + payload)
+@contextmanager
+def _contents(source: BinaryIO) -> Iterator[bytes | mmap.mmap]:
+    """The whole file without a copy in Python's memory: a read-only map, or the bytes of a small upload."""
+    fileno = _fileno(source)
+    if fileno is None:
+        source.seek(0)
+        yield source.read()
+        return
+    source.flush()
+    with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mapped:
+        yield mapped
 
 
-def _copy_until_end_of_image(source: BinaryIO, target: BinaryIO) -> None:
-    # Cameras append previews (with their own EXIF) after EOI; they are dropped.
-    carry = b""
-    while chunk := source.read(CHUNK):
-        data = carry + chunk
-        end = data.find(b"\xff\xd9")
-        if end >= 0:
-            target.write(data[: end + 2])
-            return
-        target.write(data[:-1])
-        carry = data[-1:]
-    target.write(carry)
+def _clean_pieces(image_format: str, data) -> metadata.Pieces | None:
+    """What a clean copy keeps; None for a TIFF that must be re-encoded to be clean."""
+    try:
+        if image_format == "TIFF":
+            return metadata.Pieces(len(data), [(0, len(data))]) if metadata.tiff_is_clean(data) else None
+        return CLEANERS[image_format](data)
+    except metadata.DamagedFile as error:
+        raise ImageRefused(f"damaged {image_format} file ({error})") from None
 
 
-def _save_upright(picture: PILImage.Image, upright: PILImage.Image, target: BinaryIO) -> None:
-    """Save the turned picture in its own format, a JPEG with the original's tables and subsampling."""
+def _save_upright(
+    picture: PILImage.Image, upright: PILImage.Image, image_format: str, path: Path, source: BinaryIO
+) -> None:
+    """Save a new (turned or copied) picture in its source's format, its quality and nothing else."""
+    upright.info = {}  # Pillow would copy the source's comment, ICC profile and text into the save
     options: dict = {}
-    if picture.info.get("icc_profile"):
-        options["icc_profile"] = picture.info["icc_profile"]
-    if picture.format == "JPEG":
+    if image_format == "JPEG":
         # The original's quantisation tables and subsampling: the same visual quality.
         options["qtables"] = picture.quantization
-        sampling = JpegImagePlugin.get_sampling(picture)
-        if sampling != -1:
+        if (sampling := JpegImagePlugin.get_sampling(picture)) != -1:
             options["subsampling"] = sampling
-        upright.save(target, "JPEG", **options)
-    elif picture.format == "PNG":
-        upright.save(target, "PNG", **options)
-    elif picture.format == "TIFF":
-        upright.save(target, "TIFF", compression="tiff_lzw", **options)
-    else:
-        upright.save(target, "WEBP", lossless=True, **options)
+    elif image_format == "PNG" and "transparency" in picture.info:
+        options["transparency"] = picture.info["transparency"]
+    elif image_format == "TIFF":
+        if picture.info.get("compression") in ("jpeg", "tiff_jpeg"):
+            options = {"compression": "jpeg", "quality": REENCODE_QUALITY}
+        else:
+            options = {"compression": "tiff_lzw"}
+    elif image_format == "WEBP":
+        with _contents(source) as data:
+            quality = metadata.webp_lossy_quality(data)  # lossy stays lossy, at about its own quality
+        options = {"lossless": True} if quality is None else {"quality": quality}
+    upright.save(path, image_format, **options)
 
 
-def _other_has_metadata(picture: PILImage.Image) -> bool:
-    return bool(
-        picture.getexif()
-        or picture.info.get("xmp")
-        or picture.info.get("XML:com.adobe.xmp")
-        or getattr(picture, "text", None)
-    )
+def _stored_reencoded(
+    picture: PILImage.Image, upright: PILImage.Image, image_format: str, workdir: Path, source: BinaryIO
+) -> Path:
+    """Re-encode a picture and check that what the encoder wrote is as clean as a stored original."""
+    path = _new_file(workdir, ACCEPTED_FORMATS[image_format])
+    try:
+        _save_upright(picture, upright, image_format, path, source)
+        with open(path, "rb") as written:
+            clean = _stored_clean(written, image_format, workdir, reencode=None)
+    except metadata.DamagedFile as error:
+        path.unlink(missing_ok=True)
+        raise ImageRefused(f"damaged {image_format} file ({error})") from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if clean is None:
+        path.unlink()
+        raise ImageRefused("could not be stored without its metadata; save it as PNG or JPEG and upload that")
+    if clean != path:
+        path.unlink()
+    return clean
+
+
+def _stored_copy_reencoded(
+    picture: PILImage.Image, image_format: str, workdir: Path, source: BinaryIO
+) -> Path:
+    # A new image, not the opened file: a TIFF save would copy the file's XMP and IPTC tags.
+    return _stored_reencoded(picture, picture.copy(), image_format, workdir, source)
+
+
+def _stored_clean(
+    source: BinaryIO, image_format: str, workdir: Path, reencode: Callable[[], Path] | None
+) -> Path | None:
+    """The file to store: `source` itself when it is clean, a copy without its metadata otherwise.
+
+    A TIFF that is not clean is re-encoded by `reencode`; without one, None.
+    """
+    with _contents(source) as data:
+        pieces = _clean_pieces(image_format, data)
+        if pieces is not None and not pieces.unchanged:
+            path = _new_file(workdir, ACCEPTED_FORMATS[image_format])
+            with open(path, "wb") as target:
+                pieces.write(data, target)
+            return path
+    if pieces is None:
+        return reencode() if reencode else None
+    if (on_disk := _path_on_disk(source, workdir)) is not None:
+        return on_disk
+    path = _new_file(workdir, ACCEPTED_FORMATS[image_format])
+    with open(path, "wb") as target:
+        source.seek(0)
+        shutil.copyfileobj(source, target, CHUNK)
+    return path
 
 
 def _path_on_disk(source: BinaryIO, workdir: Path) -> Path | None:
@@ -240,30 +282,27 @@ def _path_on_disk(source: BinaryIO, workdir: Path) -> Path | None:
 def image_prepare(source: BinaryIO, *, name: str, workdir: Path) -> PreparedImage:
     """Check one photo and prepare what to store; raise ImageRefused with the reason.
 
-    The stored bytes are the original bytes when the file has no metadata and
-    needs no turning; metadata is removed without re-encoding a JPEG; only a
-    photo that must be turned is re-encoded, with the original's JPEG tables.
-    The file is decoded once: in draft mode (1/4 or 1/8 scale) for a JPEG
-    that needs no turning, which is both the check and the thumbnail.
+    What is stored carries no metadata of any kind (EXIF, XMP, IPTC, ICC
+    profiles, comments, text chunks, bytes after the end of the picture): see
+    `studies.metadata`. It is the original file when that is already clean; a
+    JPEG, PNG or WebP is otherwise cleaned without re-encoding, so its pixels
+    are bit for bit the uploaded ones. Only a photo that must be turned, or a
+    TIFF with metadata, is re-encoded, in its own format and compression
+    (lossy stays lossy). The file is decoded once: in draft mode (1/4 or 1/8
+    scale) for a JPEG that needs no turning, which is both the check and the
+    thumbnail. `sha256` is of the file as uploaded, for duplicate detection.
     """
     sha256, size = _hash_and_measure(source)
     if size == 0:
         raise ImageRefused("empty file (0 bytes)")
     picture = _open(source)
-    image_format = picture.format
-    extension = ACCEPTED_FORMATS[image_format]
+    image_format = STORED_AS.get(picture.format, picture.format)
     orientation = _orientation(picture)
-    has_metadata = _jpeg_has_metadata(picture) if image_format == "JPEG" else _other_has_metadata(picture)
-    stored_path = _path_on_disk(source, workdir)
 
-    if orientation != 1 or (has_metadata and image_format != "JPEG"):
+    if orientation != 1:
         _decoded(picture)
-        # A new image, not the opened file: a TIFF save would copy the file's XMP and IPTC tags.
-        upright = _orient(picture, orientation) if orientation != 1 else picture.copy()
-        fd, stored_name = tempfile.mkstemp(suffix=extension, dir=workdir)
-        with os.fdopen(fd, "wb") as target:
-            _save_upright(picture, upright, target)
-        stored_path = Path(stored_name)
+        upright = _orient(picture, orientation)
+        stored_path = _stored_reencoded(picture, upright, image_format, workdir, source)
         thumbnail = _thumbnail_bytes(upright)
         width, height = upright.size
     else:
@@ -273,22 +312,15 @@ def image_prepare(source: BinaryIO, *, name: str, workdir: Path) -> PreparedImag
             picture.draft(None, (thumbnail_side, thumbnail_side))
         _decoded(picture)
         thumbnail = _thumbnail_bytes(picture)
-        if has_metadata or stored_path is None:
-            fd, stored_name = tempfile.mkstemp(suffix=extension, dir=workdir)
-            with os.fdopen(fd, "wb") as target:
-                if has_metadata:
-                    _jpeg_strip_metadata(source, target)
-                else:
-                    source.seek(0)
-                    shutil.copyfileobj(source, target, CHUNK)
-            stored_path = Path(stored_name)
+        reencode = partial(_stored_copy_reencoded, picture, image_format, workdir, source)
+        stored_path = _stored_clean(source, image_format, workdir, reencode)
     del picture, source  # not close(): that would close the caller's file too
     return PreparedImage(
         original_name=os.path.basename(name)[:255] or "unnamed",
         sha256=sha256,
         width=width,
         height=height,
-        extension=extension,
+        extension=ACCEPTED_FORMATS[image_format],
         stored_path=stored_path,
         stored_bytes=stored_path.stat().st_size,
         thumbnail=thumbnail,

@@ -1,10 +1,15 @@
 """Reads for studies, with their joins and counts done so callers cannot cause N+1 queries."""
 
+from collections.abc import Collection
+from datetime import datetime
+
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from .models import Image, ImageImport, Patient, Region, Study
+
+FINISHED_IMPORT = [ImageImport.Status.DONE, ImageImport.Status.FAILED]
 
 
 def regions_with_counts() -> QuerySet[Region]:
@@ -53,3 +58,38 @@ def user_may_view_image(*, user: AbstractBaseUser, image: Image) -> bool:
 
 def _subquery_count(subquery: QuerySet) -> Coalesce:
     return Coalesce(Subquery(subquery, output_field=IntegerField()), Value(0))
+
+
+def imports_uploading_before(*, before: datetime) -> QuerySet[ImageImport]:
+    """Imports still taking parts that were opened before `before`: the candidates for abandonment."""
+    return ImageImport.objects.filter(status=ImageImport.Status.UPLOADING, created_at__lt=before).only("pk")
+
+
+def import_ids_in_progress() -> set[int]:
+    """Imports whose uploaded parts are still needed: uploading, queued, checking or storing."""
+    return set(ImageImport.objects.exclude(status__in=FINISHED_IMPORT).values_list("pk", flat=True))
+
+
+def study_ids_importing() -> set[int]:
+    """Studies with an import queued, checking or storing: its photos are stored before their rows."""
+    busy = ImageImport.objects.exclude(status__in=[*FINISHED_IMPORT, ImageImport.Status.UPLOADING])
+    return set(busy.values_list("study_id", flat=True))
+
+
+def image_keys_in_use(*, keys: Collection[str]) -> set[str]:
+    """Those of `keys` that a photo's file or thumbnail refers to: two indexed lookups."""
+    files = Image.objects.filter(file__in=keys).values_list("file", flat=True)
+    thumbnails = Image.objects.filter(thumbnail__in=keys).values_list("thumbnail", flat=True)
+    return set(files) | set(thumbnails)
+
+
+def storage_sweep_waiting() -> bool:
+    """Whether a storage sweep is queued for the worker already."""
+    from django_tasks import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    from .tasks import storage_sweep_task
+
+    return DBTaskResult.objects.filter(
+        task_path=storage_sweep_task.module_path, status=TaskResultStatus.READY
+    ).exists()

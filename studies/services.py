@@ -15,9 +15,10 @@ import stat
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,11 +29,14 @@ from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from . import selectors
 from .models import Eye, Image, ImageImport, Patient, Study
 from .pipeline import ImageRefused, PreparedImage, image_prepare, megabytes
 from .signals import patients_added
+from .storage import stored_files
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +58,18 @@ class BatchRefused(ValidationError):
         super().__init__([str(refusal) for refusal in refusals])
 
 
-def _duplicate_refusals(*, study: Study, prepared: list[PreparedImage]) -> list[Refusal]:
+class StorageFailed(ValidationError):
+    """The file store refused a write (disk full, S3 unreachable); the batch's files are removed."""
+
+
+def _storage_failed(error: Exception) -> StorageFailed:
+    return StorageFailed(
+        f"The photo store could not save the files ({error}), so nothing from this batch was stored. "
+        "Try again later; if it keeps failing, tell an administrator."
+    )
+
+
+def _duplicate_refusals(*, study: Study, prepared: Sequence[PreparedImage | Image]) -> list[Refusal]:
     refusals = []
     first_seen: dict[str, str] = {}
     existing = {
@@ -118,12 +133,32 @@ def _storage_keys(study: Study, extension: str) -> tuple[str, str]:
     )
 
 
-def _files_delete(keys: Iterable[str]) -> None:
+def _files_delete(keys: Iterable[str]) -> list[str]:
+    """Remove stored files; return those the storage refused to remove (the storage sweep retries them)."""
+    left = []
     for key in keys:
         try:
             default_storage.delete(key)
         except Exception:  # keep removing the others; the log names what is left behind
-            logger.exception("Could not remove stored file %s after a failed batch", key)
+            logger.exception("Could not remove stored file %s; `manage.py storage_sweep` will retry", key)
+            left.append(key)
+    return left
+
+
+def _file_save(key: str, content: File, written: list[str]) -> str:
+    """Store one file under `key`, noting it in `written` before the first byte goes out.
+
+    A write that fails halfway (disk full, connection lost) can leave a partial
+    file under that key: the caller's clean-up removes it with the others.
+    """
+    written.append(key)
+    try:
+        saved = default_storage.save(key, content)
+    except Exception as error:
+        logger.exception("Could not store %s", key)
+        raise _storage_failed(error) from error
+    written[-1] = saved
+    return saved
 
 
 def _images_write(
@@ -138,10 +173,8 @@ def _images_write(
     for done, (patient, eye, prepared) in enumerate(items, start=1):
         file_key, thumbnail_key = _storage_keys(study, prepared.extension)
         with open(prepared.stored_path, "rb") as stored:
-            file_key = default_storage.save(file_key, File(stored))
-        written.append(file_key)
-        thumbnail_key = default_storage.save(thumbnail_key, ContentFile(prepared.thumbnail))
-        written.append(thumbnail_key)
+            file_key = _file_save(file_key, File(stored), written)
+        thumbnail_key = _file_save(thumbnail_key, ContentFile(prepared.thumbnail), written)
         images.append(
             Image(
                 patient=patient,
@@ -162,15 +195,22 @@ def _images_write(
     return images
 
 
-def _images_save_rows(images: list[Image], rows_before: Callable[[], None] | None = None) -> list[Image]:
+def _images_save_rows(
+    *, study: Study, images: list[Image], rows_before: Callable[[], None] | None = None
+) -> list[Image]:
+    """Insert the rows; a file or patient another upload added since the check refuses the batch."""
     try:
         with transaction.atomic():
             if rows_before:
                 rows_before()
             return Image.objects.bulk_create(images, batch_size=500)
     except IntegrityError:
+        # The other upload has committed (the insert waited for it): name its photos as a check would.
+        refusals = _duplicate_refusals(study=study, prepared=images)
+        if refusals:
+            raise BatchRefused(refusals) from None
         raise ValidationError(
-            "Another upload added one of these files to the study at the same moment; "
+            "Another upload added one of these files or patients to the study at the same moment; "
             "nothing from this batch was stored. Try again to see which."
         ) from None
 
@@ -197,7 +237,7 @@ def images_store(
             uploaded_by=uploaded_by,
             written=written,
         )
-        return _images_save_rows(images)
+        return _images_save_rows(study=patient.study, images=images)
     except BaseException:
         _files_delete(written)
         raise
@@ -262,7 +302,8 @@ def image_import_start(
     """Open a field-day import: a ZIP file or a folder's files, to be uploaded in parts.
 
     `files` is [{"path": ..., "size": ...}]. Refuses an empty or oversized
-    upload, a ZIP import that is not one .zip file, and paths leaving the folder.
+    upload, more files than IMPORT_MAX_FILES, a ZIP import that is not one .zip
+    file, paths leaving the folder and a path listed twice.
     """
     if source not in ImageImport.Source.values:
         raise ValidationError("Choose a ZIP file or a folder to import.")
@@ -279,6 +320,14 @@ def image_import_start(
         if not isinstance(size, int) or size < 0:
             raise ValidationError(f"{path}: the size must be a whole number of bytes.")
         manifest.append({"path": path, "size": size, "parts": _parts_of(size)})
+    if len(manifest) > settings.IMPORT_MAX_FILES:
+        raise ValidationError(
+            f"The upload holds {len(manifest):,} files; the limit is {settings.IMPORT_MAX_FILES:,} "
+            "(IMPORT_MAX_FILES). Split the field day."
+        )
+    repeated = _repeated_paths(entry["path"] for entry in manifest)
+    if repeated:
+        raise ValidationError(f"{repeated[0]} is in the upload twice; each path may appear once.")
     if source == ImageImport.Source.ZIP and (
         len(manifest) != 1 or not manifest[0]["path"].lower().endswith(".zip")
     ):
@@ -316,9 +365,30 @@ def image_import_part_save(
             f"Part {part_index} of {entry['path']} is {size} bytes; {expected} were expected."
         )
     key = _part_key(image_import, file_index, part_index)
-    if default_storage.exists(key):
-        default_storage.delete(key)
-    default_storage.save(key, File(data))
+    written: list[str] = []
+    try:
+        if default_storage.exists(key):
+            default_storage.delete(key)
+        _file_save(key, File(data), written)
+    except Exception as error:
+        _files_delete(written)  # a part written halfway would otherwise pass for a received one
+        cause = error.__cause__ if isinstance(error, StorageFailed) else error
+        logger.warning("Part %s of import %s not stored: %r", part_index, image_import.pk, cause)
+        raise StorageFailed(
+            f"Part {part_index} of {entry['path']} could not be stored ({cause}). "
+            "Try again later; if it keeps failing, tell an administrator."
+        ) from cause
+
+
+def _repeated_paths(paths: Iterable[str]) -> list[str]:
+    """The paths that appear more than once, in order."""
+    seen: set[str] = set()
+    repeated: dict[str, None] = {}
+    for path in paths:
+        if path in seen:
+            repeated[path] = None
+        seen.add(path)
+    return list(repeated)
 
 
 def image_import_finish(*, image_import: ImageImport) -> ImageImport:
@@ -379,7 +449,94 @@ class _Entry:
     open: Callable[[], BinaryIO]
 
 
-def _entries_of_zip(archive: zipfile.ZipFile, refusals: list[Refusal]) -> list[_Entry]:
+def _expansion_limit(zip_bytes: int) -> int:
+    return min(settings.IMPORT_MAX_EXPANSION * zip_bytes, settings.IMPORT_MAX_BYTES)
+
+
+def _size(size: int) -> str:
+    return filesizeformat(size).replace("\xa0", " ")
+
+
+def _expansion_reason(expanded: str, zip_bytes: int) -> str:
+    return (
+        f"expands to {expanded}, over the limit of {_size(_expansion_limit(zip_bytes))} "
+        f"on what a ZIP may expand to (IMPORT_MAX_EXPANSION: {settings.IMPORT_MAX_EXPANSION} times "
+        f"the ZIP's own {_size(zip_bytes)}, and never more than IMPORT_MAX_BYTES, "
+        f"{_size(settings.IMPORT_MAX_BYTES)}); photos barely compress, so nothing was extracted"
+    )
+
+
+def _entries_reason(count: int) -> str:
+    return (
+        f"holds {count:,} entries, over the limit of {settings.IMPORT_MAX_FILES:,} (IMPORT_MAX_FILES); "
+        "split the field day into several imports"
+    )
+
+
+class _ExpansionBudget:
+    """What an import's ZIP may still expand to, charged as its members are read, whatever they declare."""
+
+    def __init__(self, *, zip_name: str, zip_bytes: int):
+        self.zip_name = zip_name
+        self.zip_bytes = zip_bytes
+        self.left = _expansion_limit(zip_bytes)
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+        if self.left < 0:
+            limit = _size(_expansion_limit(self.zip_bytes))
+            raise BatchRefused(
+                [Refusal(self.zip_name, _expansion_reason(f"more than {limit} when read", self.zip_bytes))]
+            )
+
+
+class _MeteredMember(io.RawIOBase):
+    """A ZIP member read through the import's expansion budget."""
+
+    def __init__(self, member: BinaryIO, budget: _ExpansionBudget):
+        self.member = member
+        self.budget = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.member.read(len(buffer))
+        self.budget.spend(len(data))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.member.close()
+        super().close()
+
+
+def _zip_entries_declared(joined: BinaryIO) -> int | None:
+    """The entry count the ZIP's end record declares, read before its directory is loaded into memory."""
+    record = zipfile._EndRecData(joined)  # the standard library's own reader of that record
+    return None if record is None else record[zipfile._ECD_ENTRIES_TOTAL]
+
+
+def _zip_refusals(archive: zipfile.ZipFile, *, zip_name: str, zip_bytes: int) -> list[Refusal]:
+    """The limits a ZIP must keep, checked from its central directory before anything is extracted."""
+    members = archive.infolist()
+    if len(members) > settings.IMPORT_MAX_FILES:
+        return [Refusal(zip_name, _entries_reason(len(members)))]
+    refusals = []
+    declared = sum(info.file_size for info in members)
+    if declared > _expansion_limit(zip_bytes):
+        refusals.append(Refusal(zip_name, _expansion_reason(_size(declared), zip_bytes)))
+    paths = [_clean_relative_path(info.filename) for info in members if not info.is_dir()]
+    refusals += [
+        Refusal(path, "is in the ZIP more than once; each path may appear once")
+        for path in _repeated_paths(path for path in paths if path is not None)
+    ]
+    return refusals
+
+
+def _entries_of_zip(
+    archive: zipfile.ZipFile, refusals: list[Refusal], budget: _ExpansionBudget
+) -> list[_Entry]:
     entries = []
     for info in archive.infolist():
         if info.is_dir():
@@ -394,7 +551,9 @@ def _entries_of_zip(archive: zipfile.ZipFile, refusals: list[Refusal]) -> list[_
         if info.flag_bits & 0x1:
             refusals.append(Refusal(path, "encrypted entry; cannot be read"))
             continue
-        entries.append(_Entry(path, lambda info=info: archive.open(info)))
+        entries.append(
+            _Entry(path, lambda info=info: io.BufferedReader(_MeteredMember(archive.open(info), budget)))
+        )
     return entries
 
 
@@ -483,18 +642,27 @@ def _import_entries(
     image_import: ImageImport, stack: list, refusals: list[Refusal], workdir: Path
 ) -> list[_Entry]:
     if image_import.source == ImageImport.Source.ZIP:
+        zip_name, zip_bytes = image_import.manifest[0]["path"], image_import.manifest[0]["size"]
         joined = tempfile.TemporaryFile(dir=workdir)
         stack.append(joined)
         with _parts_joined(image_import, 0) as parts:
             shutil.copyfileobj(parts, joined, 1024 * 1024)
+        declared = _zip_entries_declared(joined)
+        if declared is not None and declared > settings.IMPORT_MAX_FILES:
+            refusals.append(Refusal(zip_name, _entries_reason(declared)))
+            return []
         joined.seek(0)
         try:
             archive = zipfile.ZipFile(joined)
         except zipfile.BadZipFile:
-            refusals.append(Refusal(image_import.manifest[0]["path"], "not a readable ZIP file"))
+            refusals.append(Refusal(zip_name, "not a readable ZIP file"))
             return []
         stack.append(archive)
-        return _entries_of_zip(archive, refusals)
+        limits = _zip_refusals(archive, zip_name=zip_name, zip_bytes=zip_bytes)
+        if limits:
+            refusals += limits
+            return []
+        return _entries_of_zip(archive, refusals, _ExpansionBudget(zip_name=zip_name, zip_bytes=zip_bytes))
 
     def opener(index: int) -> Callable[[], BinaryIO]:
         def open_file() -> BinaryIO:
@@ -591,7 +759,10 @@ def image_import_process(*, image_import_id: int) -> ImageImport:
                 for image in images:  # the new patients had no id when their images were made
                     image.patient_id = image.patient.pk
 
-            _images_save_rows(images, rows_before=create_patients)
+            _images_save_rows(study=study, images=images, rows_before=create_patients)
+        except BatchRefused as refused:
+            _files_delete(written)
+            return _import_refuse(image_import, refused.refusals)
         except ValidationError as error:
             _files_delete(written)
             return _import_refuse(image_import, [Refusal("(import)", message) for message in error.messages])
@@ -630,3 +801,102 @@ def _import_parts_delete(image_import: ImageImport) -> None:
         for index, entry in enumerate(image_import.manifest)
         for part in range(entry["parts"])
     )
+
+
+# Storage sweep -------------------------------------------------------------
+
+SWEPT_FOLDERS = ("imports/", "images/", "thumbnails/")
+
+
+@dataclass
+class StorageSweep:
+    """What a sweep did, or with a dry run would do."""
+
+    abandoned_imports: list[int] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # storage keys
+    not_removed: list[str] = field(default_factory=list)  # keys the storage refused to remove
+
+
+def storage_sweep(*, older_than: timedelta, dry_run: bool = False) -> StorageSweep:
+    """Remove abandoned field-day uploads and stored files that no row refers to.
+
+    An import still uploading, opened more than `older_than` ago and with no
+    part written since, is abandoned: it is marked refused and its parts go.
+    A file under images/, thumbnails/ or imports/ goes when it was written
+    more than `older_than` ago and no photo (file or thumbnail) and no import
+    in progress refers to it: what a failed batch could not remove (storage
+    down), the parts of finished imports, files of deleted rows. Files of a
+    study with an import queued, checking or storing are left alone (its rows
+    come last). Nothing outside those folders is touched. With `dry_run`
+    nothing changes and the report lists what would go.
+    """
+    cutoff = timezone.now() - older_than
+    abandoned = _imports_abandon(cutoff=cutoff, older_than=older_than, dry_run=dry_run)
+    sweep = StorageSweep(abandoned_imports=abandoned)
+    candidates = _sweep_candidates(
+        cutoff=cutoff,
+        imports_in_progress=selectors.import_ids_in_progress() - set(sweep.abandoned_imports),
+        studies_busy=selectors.study_ids_importing(),
+    )
+    for batch in _batches(candidates, 1000):
+        in_use = selectors.image_keys_in_use(keys=batch)
+        unreferenced = [key for key in batch if key not in in_use]
+        sweep.removed += unreferenced
+        if not dry_run:
+            sweep.not_removed += _files_delete(unreferenced)
+    left = set(sweep.not_removed)
+    sweep.removed = [key for key in sweep.removed if key not in left]
+    return sweep
+
+
+def _imports_abandon(*, cutoff: datetime, older_than: timedelta, dry_run: bool) -> list[int]:
+    """Mark refused the imports that stopped receiving parts before `cutoff`; return their ids."""
+    abandoned = []
+    for image_import in selectors.imports_uploading_before(before=cutoff):
+        parts = stored_files(prefix=f"imports/{image_import.pk}/")
+        if any(part.modified >= cutoff for part in parts):
+            continue  # a slow upload, still going
+        if not dry_run:
+            reason = (
+                f"abandoned: no part arrived for {older_than.total_seconds() / 3600:g} hours; "
+                "the parts uploaded were removed. Start the import again."
+            )
+            marked = ImageImport.objects.filter(
+                pk=image_import.pk, status=ImageImport.Status.UPLOADING
+            ).update(
+                status=ImageImport.Status.FAILED,
+                errors=[{"file": "(upload)", "reason": reason}],
+                finished_at=timezone.now(),
+            )
+            if not marked:  # finished meanwhile
+                continue
+        abandoned.append(image_import.pk)
+    return abandoned
+
+
+def _sweep_candidates(
+    *, cutoff: datetime, imports_in_progress: Collection[int], studies_busy: Collection[int]
+) -> Iterator[str]:
+    """Keys written before `cutoff`, but not the parts of an import in progress nor a busy study's files."""
+    for folder in SWEPT_FOLDERS:
+        for stored in stored_files(prefix=folder):
+            if stored.modified >= cutoff:
+                continue
+            owner = stored.name.split("/")[1] if stored.name.count("/") >= 2 else ""
+            if folder == "imports/":
+                if owner.isdigit() and int(owner) in imports_in_progress:
+                    continue
+            elif owner.removeprefix("study-").isdigit() and int(owner.removeprefix("study-")) in studies_busy:
+                continue
+            yield stored.name
+
+
+def _batches(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -4,6 +4,7 @@ import json
 import mimetypes
 
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -42,6 +43,30 @@ def stored_file_response(key: str) -> FileResponse:
     response["Cache-Control"] = "private, max-age=300"
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+UNREADABLE_HEADERS = "Request max total header size exceeded."
+
+
+def upload_unreadable(request: HttpRequest, error: Exception) -> HttpResponse:
+    """400 for an upload whose body Django could not parse, saying why: as JSON or as an admin page."""
+    if str(error) == UNREADABLE_HEADERS:
+        message = (
+            "A file name in this upload is too long to be read (a name of up to 255 characters is safe). "
+            "Rename the file and upload it again; nothing was stored."
+        )
+    else:
+        message = f"The upload could not be read ({error}); nothing was stored. Try again."
+    if "application/json" in request.headers.get("Accept", ""):
+        return _error(message)
+    context = {
+        **admin.site.each_context(request),
+        "title": "The upload could not be read",
+        "message": message,
+        "back_url": request.get_full_path(),
+    }
+    # Rendered here: a response from a middleware is not rendered by the handler.
+    return TemplateResponse(request, "admin/studies/upload_unreadable.html", context, status=400).render()
 
 
 def _may_import(request: HttpRequest) -> bool:
@@ -137,6 +162,8 @@ def import_part(request: HttpRequest, import_id: int) -> JsonResponse:
             data=data,
             size=data.size,
         )
+    except services.StorageFailed as error:
+        return _error(_messages(error), 503)  # the page's script sends the part again
     except ValidationError as error:
         return _error(_messages(error))
     return JsonResponse({"ok": True})

@@ -1,6 +1,7 @@
 import io
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
 
 from accounts import roles
@@ -39,6 +40,13 @@ def pytest_runtest_teardown(item, nextitem):
         with item.config.stash[blocking_manager_key].unblock():
             role_groups_made()
     return result
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttle_counts(settings):
+    """Login and password-reset throttles count in the cache: every test starts from zero."""
+    if settings.CACHES["default"]["BACKEND"].endswith("LocMemCache"):
+        cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -142,6 +142,7 @@ class WeedServer:
         self.log_path = workdir / "weed.log"
 
     def start(self) -> S3Server:
+        """Start weed; started again after `stop()`, it keeps its ports and its data."""
         data, logs, tmp = (self.workdir / name for name in ("data", "logs", "tmp"))
         for folder in (data, logs, tmp):
             folder.mkdir(exist_ok=True)
@@ -159,7 +160,7 @@ class WeedServer:
                 }
             )
         )
-        self.ports = _free_ports(8)
+        self.ports = self.ports or _free_ports(8)
         master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = self.ports
         command = [
             self.binary,
@@ -236,7 +237,11 @@ class WeedServer:
                         connection.close()
                     step = "the bucket to be created"
                 if step == "the bucket to be created":
-                    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                    already = (
+                        client.exceptions.BucketAlreadyOwnedByYou,
+                        client.exceptions.BucketAlreadyExists,
+                    )
+                    with contextlib.suppress(*already):
                         client.create_bucket(Bucket=server.bucket)
                     step = "a first object to be written"
                 # Volumes are grown on the first write; make sure that works before any test.
@@ -300,6 +305,41 @@ def s3_server() -> Iterator[S3Server]:
         except ServerUnavailable as error:
             _unavailable(f"the SeaweedFS S3 server did not start: {error}")
         yield server
+    finally:
+        if weed is not None:
+            weed.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class StoppableS3Server:
+    """A SeaweedFS server of one test's own, which the test may stop and start again."""
+
+    weed: WeedServer
+    server: S3Server
+
+    def stop(self) -> None:
+        self.weed.stop()
+
+    def start(self) -> None:
+        """Start it again on the same ports with the same data; raise ServerUnavailable if it fails."""
+        self.weed.start()
+
+
+@pytest.fixture
+def stoppable_s3_server(tmp_path_factory) -> Iterator[StoppableS3Server]:
+    """A running SeaweedFS S3 server for one test, to stop mid-test (the session's server stays up)."""
+    binary = weed_binary()
+    if binary is None:
+        _unavailable("the SeaweedFS `weed` binary was not found beside Python or on PATH.")
+    workdir = Path(tempfile.mkdtemp(prefix="gc-weed-stoppable-"))
+    weed: WeedServer | None = None
+    try:
+        try:
+            weed, server = start_weed(binary, workdir)
+        except ServerUnavailable as error:
+            _unavailable(f"the SeaweedFS S3 server did not start: {error}")
+        yield StoppableS3Server(weed, server)
     finally:
         if weed is not None:
             weed.stop()

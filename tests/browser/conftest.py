@@ -67,6 +67,33 @@ def page(browser) -> Iterator:
         context.close()
 
 
+CSP_VIOLATION = re.compile(r"Content Security Policy|Refused to", re.I)
+
+
+@pytest.fixture(autouse=True)
+def csp_violations(request) -> Iterator[list[str]]:
+    """Every Content-Security-Policy violation the browser reports on the test's pages (the `page`
+    fixture and any page opened in its context); the test fails at teardown if there is one."""
+    violations: list[str] = []
+    if "page" not in request.fixturenames:
+        yield violations
+        return
+    first = request.getfixturevalue("page")
+
+    def watch(page) -> None:
+        def record(message) -> None:
+            if CSP_VIOLATION.search(message.text):
+                violations.append(f"{page.url}: {message.text}")
+
+        page.on("console", record)
+
+    watch(first)
+    first.context.on("page", watch)
+    yield violations
+    if violations:
+        pytest.fail("Content-Security-Policy violations:\n" + "\n".join(violations), pytrace=False)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     report = yield

@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from storages.backends.s3 import S3Storage
 
 from studies.models import Image
-from studies.services import images_delete, images_upload
+from studies.services import StorageFailed, images_delete, images_upload
 from tests import images
 
 pytest_plugins = ["tests.s3server"]
@@ -156,7 +156,7 @@ def test_storage_failing_midway_leaves_no_rows_and_no_objects(
     monkeypatch.setattr(backend, "_save", save_then_fail)
     photos = {f"photo{n}.jpg": images.jpeg((320, 240), seed=10 + n) for n in range(3)}
 
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(StorageFailed, match="simulated"):
         _upload(patient, collector, photos)
 
     assert len(calls) == 3

@@ -6,7 +6,7 @@ import pytest
 from django.core.files.storage import default_storage
 
 from studies.models import Image
-from studies.services import BatchRefused, images_upload
+from studies.services import BatchRefused, StorageFailed, images_upload
 from tests import images
 from tests.factories import PatientFactory
 from tests.storage import local_files
@@ -88,7 +88,7 @@ def test_storage_failure_midway_rolls_back_rows_and_removes_written_files(patien
         return real_save(self, name, content)
 
     monkeypatch.setattr(PrivateFileSystemStorage, "_save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageFailed, match="disk full"):
         images_upload(
             patient=patient,
             files=batch(*[(f"p{n}.jpg", images.jpeg(seed=n)) for n in range(3)]),
