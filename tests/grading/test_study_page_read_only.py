@@ -29,12 +29,30 @@ def test_collector_keeps_the_field_day_import_button_on_a_read_only_study_page(
     assert reverse("admin:studies_study_import", args=[grading_study.pk]) in response.content.decode()
 
 
-def test_data_team_sees_the_agreement_button_on_a_read_only_study_page(
-    client_for, data_member, grading_study
+@pytest.mark.parametrize("role", [roles.DATA_TEAM, roles.ADJUDICATORS])
+def test_who_may_read_the_reports_sees_their_buttons_on_a_read_only_study_page(
+    client_for, grading_study, role
 ):
-    response = client_for(data_member).get(reverse("admin:studies_study_change", args=[grading_study.pk]))
+    grading_study.is_certification = True
+    grading_study.save()
+    user = UserFactory(username="reader", groups=[role])
 
-    assert reverse("admin:studies_study_agreement", args=[grading_study.pk]) in response.content.decode()
+    page = (
+        client_for(user).get(reverse("admin:studies_study_change", args=[grading_study.pk])).content.decode()
+    )
+
+    assert reverse("admin:studies_study_agreement", args=[grading_study.pk]) in page
+    assert reverse("admin:studies_study_certification", args=[grading_study.pk]) in page
+
+
+def test_a_collector_sees_no_report_button(client_for, collector, grading_study):
+    page = (
+        client_for(collector)
+        .get(reverse("admin:studies_study_change", args=[grading_study.pk]))
+        .content.decode()
+    )
+
+    assert reverse("admin:studies_study_agreement", args=[grading_study.pk]) not in page
 
 
 def test_study_administrator_still_edits_the_grade_types(client_for, study_admin, grading_study, who):
