@@ -150,6 +150,10 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and not env_bool("DATABASE_JIT", False):
     # PostgreSQL's JIT compiler costs more than it saves on these short queries and exports.
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c jit=off"
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Writers queue for the lock from their first statement instead of failing on an upgrade
+    # ("database is locked"): the embedded run's pool records photos while parts arrive.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 30})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -214,7 +218,8 @@ if AWS_STORAGE_BUCKET_NAME:
             "default_acl": "private",
             "querystring_auth": True,
             "querystring_expire": env_int("S3_URL_EXPIRY_SECONDS", 300),
-            "file_overwrite": False,
+            # keys are unique by construction: no name check (a HEAD request) before each write
+            "file_overwrite": True,
             "signature_version": "s3v4",
             "addressing_style": env("S3_ADDRESSING_STYLE", "path"),
             "location": env("S3_PREFIX"),
@@ -266,14 +271,22 @@ IMPORT_MAX_FILES = env_int("IMPORT_MAX_FILES", 20_000)
 # imports with no part for this long are abandoned, and files no row refers to go once this old.
 STORAGE_SWEEP_AFTER_HOURS = env_int("STORAGE_SWEEP_AFTER_HOURS", 24)
 STORAGE_SWEEP_EVERY_HOURS = env_int("STORAGE_SWEEP_EVERY_HOURS", 6)
+# Import speed. IMPORT_PROCESSES: the embedded run's pool that prepares photos (0: in the request's
+# thread); IMPORT_STORAGE_THREADS: photo and thumbnail writes in flight at once per worker (S3 requests);
+# a chunk claimed longer ago than IMPORT_CHUNK_TIMEOUT_MINUTES had its worker vanish and is handed out again.
+IMPORT_PROCESSES = env_int("IMPORT_PROCESSES", os.cpu_count() or 1)
+IMPORT_STORAGE_THREADS = env_int("IMPORT_STORAGE_THREADS", 8)
+IMPORT_CHUNK_TIMEOUT_MINUTES = env_int("IMPORT_CHUNK_TIMEOUT_MINUTES", 10)
 
 # Grading: how long `next` holds a patient's slot for a grader whose page stays unsaved
 # (the open page renews it); other graders are offered other patients meanwhile.
 GRADING_RESERVATION_MINUTES = env_int("GRADING_RESERVATION_MINUTES", 15)
 
-# Background work (field-day imports). The embedded run processes at once;
-# production sets TASKS_BACKEND=database and runs `manage.py db_worker`.
+# Background work (field-day imports). The embedded run processes at once (in IMPORT_PROCESSES
+# processes); production sets TASKS_BACKEND=database and runs `manage.py run_workers`, which starts
+# TASK_WORKERS `db_worker` processes (one per core by default; more machines may run their own).
 TASKS_BACKEND = env("TASKS_BACKEND", "immediate")
+TASK_WORKERS = env_int("TASK_WORKERS", os.cpu_count() or 1)
 if TASKS_BACKEND == "database":
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 elif TASKS_BACKEND == "immediate":

@@ -90,6 +90,5 @@ class ImportStartForm(forms.Form):
 
 
 class ImportPartForm(forms.Form):
-    file_index = forms.IntegerField(min_value=0)
     part_index = forms.IntegerField(min_value=0)
     data = forms.FileField(allow_empty_file=True)

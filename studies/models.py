@@ -1,5 +1,6 @@
 """Studies, their patients and the patients' eyelid photos."""
 
+import uuid
 from decimal import Decimal
 
 from django.conf import settings
@@ -177,6 +178,10 @@ class Image(models.Model):
         return f"{self.patient.code} {self.get_eye_display().lower()} eye #{self.pk}"
 
 
+def _new_token() -> str:
+    return uuid.uuid4().hex
+
+
 class ImageImport(models.Model):
     """A field day's photos, uploaded in parts and then checked and stored in the background."""
 
@@ -209,6 +214,13 @@ class ImageImport(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The upload is cut into parts of part_bytes (the ZIP, or the folder's files one after another).
+    token = models.CharField(max_length=32, default=_new_token, editable=False)
+    part_bytes = models.PositiveIntegerField(default=0, editable=False)
+    parts_total = models.PositiveIntegerField(default=0, editable=False)
+    parts_received = models.JSONField(default=list, editable=False)
+    # Set once the chunks are planned: at the start for a folder, when a ZIP's directory has arrived.
+    planned = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -220,3 +232,35 @@ class ImageImport(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in {self.Status.DONE, self.Status.FAILED}
+
+
+class ImportChunk(models.Model):
+    """A run of an import's photos that any worker may prepare once the parts under it have arrived."""
+
+    class Status(models.TextChoices):
+        WAITING = "waiting", "Waiting for its parts"
+        READY = "ready", "Ready"
+        RUNNING = "running", "Being prepared"
+        DONE = "done", "Prepared"
+
+    image_import = models.ForeignKey(ImageImport, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    # [{"i": 0, "path": "P001/R/a.jpg", "start": 0, "end": 1234, ...ZIP member fields}, ...]
+    entries = models.JSONField(default=list)
+    first_part = models.PositiveIntegerField()
+    last_part = models.IntegerField()  # first_part - 1 when the chunk needs no part (empty files)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.WAITING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    # [{"i", "path", "sha256", "width", "height", "bytes", "file", "thumbnail"}, ...] once prepared
+    prepared = models.JSONField(default=list)
+    refusals = models.JSONField(default=list)  # [{"file": ..., "reason": ...}]
+
+    class Meta:
+        ordering = ["image_import", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["image_import", "index"], name="import_chunk_unique_index"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Chunk {self.index} of import #{self.image_import_id}"

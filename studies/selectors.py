@@ -70,9 +70,9 @@ def import_ids_in_progress() -> set[int]:
     return set(ImageImport.objects.exclude(status__in=FINISHED_IMPORT).values_list("pk", flat=True))
 
 
-def study_ids_importing() -> set[int]:
-    """Studies with an import queued, checking or storing: its photos are stored before their rows."""
-    busy = ImageImport.objects.exclude(status__in=[*FINISHED_IMPORT, ImageImport.Status.UPLOADING])
+def study_ids_importing(*, excluding: Collection[int] = ()) -> set[int]:
+    """Studies with an import in progress (but those `excluding`): its photos are staged before their rows."""
+    busy = ImageImport.objects.exclude(status__in=FINISHED_IMPORT).exclude(pk__in=excluding)
     return set(busy.values_list("study_id", flat=True))
 
 

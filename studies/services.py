@@ -11,12 +11,10 @@ import logging
 import math
 import posixpath
 import shutil
-import stat
 import tempfile
 import uuid
 import zipfile
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,17 +24,15 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.template.defaultfilters import filesizeformat
+from django.db.models import F
 from django.utils import timezone
 
-from . import selectors
-from .models import Eye, Image, ImageImport, Patient, Study
-from .pipeline import ImageRefused, PreparedImage, image_prepare, megabytes
+from . import chunks, selectors, workers
+from .models import Eye, Image, ImageImport, ImportChunk, Patient, Study
+from .pipeline import PreparedImage
 from .signals import patients_added
-from .storage import stored_files
+from .storage import ParallelWrites, file_write, files_delete_many, stored_files
 
 logger = logging.getLogger(__name__)
 
@@ -104,19 +100,29 @@ def _duplicate_refusals(*, study: Study, prepared: Sequence[PreparedImage | Imag
 def images_prepare(
     *, study: Study, files: Iterable[tuple[str, BinaryIO]], workdir: Path
 ) -> list[PreparedImage]:
-    """Check every file of a batch; return them ready to store or refuse the whole batch.
+    """Check every file of a batch on every core; return them ready to store or refuse the whole batch.
 
     Raises BatchRefused listing each refused file with its reason (not an
     image, empty, truncated, too large, a decompression bomb, a duplicate in
     the batch or in the study). Nothing is written outside `workdir`.
     """
+    on_disk = []
+    for name, source in files:
+        path = getattr(source, "temporary_file_path", None)
+        if path is None:  # a small upload held in memory: the pool reads files
+            fd, written = tempfile.mkstemp(dir=workdir)
+            with open(fd, "wb") as target:
+                source.seek(0)
+                shutil.copyfileobj(source, target, 1024 * 1024)
+            path = lambda written=written: written  # noqa: E731
+        on_disk.append((name, Path(path())))
     prepared: list[PreparedImage] = []
     refusals: list[Refusal] = []
-    for name, source in files:
-        try:
-            prepared.append(image_prepare(source, name=name, workdir=workdir))
-        except ImageRefused as refused:
-            refusals.append(Refusal(name, str(refused)))
+    for (name, _), outcome in zip(on_disk, workers.files_prepare(on_disk, workdir=workdir), strict=True):
+        if isinstance(outcome, str):
+            refusals.append(Refusal(name, outcome))
+        else:
+            prepared.append(outcome)
     refusals += _duplicate_refusals(study=study, prepared=prepared)
     if not prepared and not refusals:
         refusals.append(Refusal("(none)", "no files were chosen"))
@@ -135,30 +141,10 @@ def _storage_keys(study: Study, extension: str) -> tuple[str, str]:
 
 def _files_delete(keys: Iterable[str]) -> list[str]:
     """Remove stored files; return those the storage refused to remove (the storage sweep retries them)."""
-    left = []
-    for key in keys:
-        try:
-            default_storage.delete(key)
-        except Exception:  # keep removing the others; the log names what is left behind
-            logger.exception("Could not remove stored file %s; `manage.py storage_sweep` will retry", key)
-            left.append(key)
+    left = files_delete_many(keys)
+    for key in left:
+        logger.error("Could not remove stored file %s; `manage.py storage_sweep` will retry", key)
     return left
-
-
-def _file_save(key: str, content: File, written: list[str]) -> str:
-    """Store one file under `key`, noting it in `written` before the first byte goes out.
-
-    A write that fails halfway (disk full, connection lost) can leave a partial
-    file under that key: the caller's clean-up removes it with the others.
-    """
-    written.append(key)
-    try:
-        saved = default_storage.save(key, content)
-    except Exception as error:
-        logger.exception("Could not store %s", key)
-        raise _storage_failed(error) from error
-    written[-1] = saved
-    return saved
 
 
 def _images_write(
@@ -167,31 +153,40 @@ def _images_write(
     items: list[tuple[Patient, str, PreparedImage]],
     uploaded_by: AbstractBaseUser | None,
     written: list[str],
-    on_progress: Callable[[int], None] | None = None,
 ) -> list[Image]:
+    """Write every photo and thumbnail, IMPORT_STORAGE_THREADS at a time; the keys go to `written` first.
+
+    A write that fails halfway (disk full, connection lost) can leave a
+    partial file under its key: the caller's clean-up removes it with the others.
+    """
     images = []
-    for done, (patient, eye, prepared) in enumerate(items, start=1):
-        file_key, thumbnail_key = _storage_keys(study, prepared.extension)
-        with open(prepared.stored_path, "rb") as stored:
-            file_key = _file_save(file_key, File(stored), written)
-        thumbnail_key = _file_save(thumbnail_key, ContentFile(prepared.thumbnail), written)
-        images.append(
-            Image(
-                patient=patient,
-                study=study,
-                eye=eye,
-                file=file_key,
-                thumbnail=thumbnail_key,
-                sha256=prepared.sha256,
-                width=prepared.width,
-                height=prepared.height,
-                bytes=prepared.stored_bytes,
-                original_name=prepared.original_name,
-                uploaded_by=uploaded_by,
-            )
-        )
-        if on_progress:
-            on_progress(done)
+    writes = ParallelWrites()
+    try:
+        with writes:
+            for patient, eye, prepared in items:
+                file_key, thumbnail_key = _storage_keys(study, prepared.extension)
+                writes.write(file_key, prepared.stored_path)
+                writes.write(thumbnail_key, prepared.thumbnail)
+                images.append(
+                    Image(
+                        patient=patient,
+                        study=study,
+                        eye=eye,
+                        file=file_key,
+                        thumbnail=thumbnail_key,
+                        sha256=prepared.sha256,
+                        width=prepared.width,
+                        height=prepared.height,
+                        bytes=prepared.stored_bytes,
+                        original_name=prepared.original_name,
+                        uploaded_by=uploaded_by,
+                    )
+                )
+    except Exception as error:
+        logger.error("Could not store photos: %r", error)
+        raise _storage_failed(error) from error
+    finally:
+        written += writes.keys
     return images
 
 
@@ -267,6 +262,15 @@ def images_delete(*, images: Iterable[Image]) -> int:
 
 
 # Field-day imports -------------------------------------------------------
+#
+# The browser opens an import (image_import_start), sends its parts, several
+# at once (image_import_part_save), then says it has sent them all
+# (image_import_finish). Photos are prepared by chunks (studies.chunks) as
+# soon as the parts under a chunk have arrived, by whatever worker takes the
+# chunk: the embedded run's process pool (studies.workers) or any number of
+# `db_worker` processes. When the upload is complete and the last chunk is
+# done, `_import_store` writes every row in one transaction, or refuses the
+# import and removes everything it staged.
 
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 EYE_WORDS = {
@@ -275,25 +279,7 @@ EYE_WORDS = {
     "u": Eye.UNKNOWN, "unknown": Eye.UNKNOWN,
 }  # fmt: skip
 MANIFEST_NAME = "manifest.csv"
-
-
-def _part_key(image_import: ImageImport, file_index: int, part_index: int) -> str:
-    return f"imports/{image_import.pk}/{file_index:06d}-{part_index:06d}"
-
-
-def _parts_of(size: int) -> int:
-    return max(1, math.ceil(size / settings.IMPORT_PART_BYTES))
-
-
-def _clean_relative_path(path: str) -> str | None:
-    """The path inside an upload, or None when it would leave the upload's folder."""
-    path = path.replace("\\", "/")
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
-        return None
-    parts = [part for part in path.split("/") if part not in ("", ".")]
-    if not parts or ".." in parts:
-        return None
-    return "/".join(parts)
+CHUNK_ATTEMPTS = 3  # a chunk whose worker vanished is handed out again this many times in all
 
 
 def image_import_start(
@@ -303,7 +289,8 @@ def image_import_start(
 
     `files` is [{"path": ..., "size": ...}]. Refuses an empty or oversized
     upload, more files than IMPORT_MAX_FILES, a ZIP import that is not one .zip
-    file, paths leaving the folder and a path listed twice.
+    file, paths leaving the folder and a path listed twice. A folder's chunks
+    are planned at once, so each can be prepared as soon as its parts arrive.
     """
     if source not in ImageImport.Source.values:
         raise ValidationError("Choose a ZIP file or a folder to import.")
@@ -313,19 +300,19 @@ def image_import_start(
     for entry in files:
         if not isinstance(entry, dict):
             raise ValidationError("Each file needs a path and a size.")
-        path = _clean_relative_path(str(entry.get("path", "")))
+        path = chunks.clean_relative_path(str(entry.get("path", "")))
         size = entry.get("size")
         if path is None:
             raise ValidationError(f"{entry.get('path')!r} is not a path inside the upload.")
-        if not isinstance(size, int) or size < 0:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ValidationError(f"{path}: the size must be a whole number of bytes.")
-        manifest.append({"path": path, "size": size, "parts": _parts_of(size)})
+        manifest.append({"path": path, "size": size})
     if len(manifest) > settings.IMPORT_MAX_FILES:
         raise ValidationError(
             f"The upload holds {len(manifest):,} files; the limit is {settings.IMPORT_MAX_FILES:,} "
             "(IMPORT_MAX_FILES). Split the field day."
         )
-    repeated = _repeated_paths(entry["path"] for entry in manifest)
+    repeated = chunks.repeated(entry["path"] for entry in manifest)
     if repeated:
         raise ValidationError(f"{repeated[0]} is in the upload twice; each path may appear once.")
     if source == ImageImport.Source.ZIP and (
@@ -338,223 +325,39 @@ def image_import_start(
             f"The upload is {total / 1024**3:.1f} GB; the limit is "
             f"{settings.IMPORT_MAX_BYTES / 1024**3:.1f} GB. Split the field day."
         )
-    return ImageImport.objects.create(
-        study=study,
-        source=source,
-        manifest=manifest,
-        bytes_expected=total,
-        files_total=len(manifest),
-        created_by=created_by,
-    )
-
-
-def image_import_part_save(
-    *, image_import: ImageImport, file_index: int, part_index: int, data: BinaryIO, size: int
-) -> None:
-    """Store one part of one file of an import; sending the same part again replaces it."""
-    if image_import.status != ImageImport.Status.UPLOADING:
-        raise ValidationError("This import is no longer taking uploads.")
-    if not 0 <= file_index < len(image_import.manifest):
-        raise ValidationError(f"No file number {file_index} in this import.")
-    entry = image_import.manifest[file_index]
-    if not 0 <= part_index < entry["parts"]:
-        raise ValidationError(f"{entry['path']} has no part number {part_index}.")
-    expected = min(settings.IMPORT_PART_BYTES, entry["size"] - part_index * settings.IMPORT_PART_BYTES)
-    if size != expected:
-        raise ValidationError(
-            f"Part {part_index} of {entry['path']} is {size} bytes; {expected} were expected."
-        )
-    key = _part_key(image_import, file_index, part_index)
-    written: list[str] = []
-    try:
-        if default_storage.exists(key):
-            default_storage.delete(key)
-        _file_save(key, File(data), written)
-    except Exception as error:
-        _files_delete(written)  # a part written halfway would otherwise pass for a received one
-        cause = error.__cause__ if isinstance(error, StorageFailed) else error
-        logger.warning("Part %s of import %s not stored: %r", part_index, image_import.pk, cause)
-        raise StorageFailed(
-            f"Part {part_index} of {entry['path']} could not be stored ({cause}). "
-            "Try again later; if it keeps failing, tell an administrator."
-        ) from cause
-
-
-def _repeated_paths(paths: Iterable[str]) -> list[str]:
-    """The paths that appear more than once, in order."""
-    seen: set[str] = set()
-    repeated: dict[str, None] = {}
-    for path in paths:
-        if path in seen:
-            repeated[path] = None
-        seen.add(path)
-    return list(repeated)
-
-
-def image_import_finish(*, image_import: ImageImport) -> ImageImport:
-    """Check that every part arrived, then queue the import for processing."""
-    from .tasks import image_import_process_task
-
+    part_bytes = settings.IMPORT_PART_BYTES
     with transaction.atomic():
-        image_import = ImageImport.objects.select_for_update().get(pk=image_import.pk)
-        if image_import.status != ImageImport.Status.UPLOADING:
-            return image_import  # finishing twice queues it once
-        try:
-            _, names = default_storage.listdir(f"imports/{image_import.pk}/")
-        except FileNotFoundError:  # local storage: no part arrived, so no folder
-            names = []
-        received = set(names)
-        missing = [
-            f"{entry['path']} part {part}"
-            for index, entry in enumerate(image_import.manifest)
-            for part in range(entry["parts"])
-            if _part_key(image_import, index, part).rsplit("/", 1)[1] not in received
-        ]
-        if missing:
-            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            raise ValidationError(f"Upload incomplete; missing: {shown}.")
-        image_import.status = ImageImport.Status.QUEUED
-        image_import.save(update_fields=["status"])
-        transaction.on_commit(lambda: image_import_process_task.enqueue(image_import.pk))
+        image_import = ImageImport.objects.create(
+            study=study,
+            source=source,
+            manifest=manifest,
+            bytes_expected=total,
+            files_total=len(manifest) if source == ImageImport.Source.FOLDER else 0,
+            created_by=created_by,
+            part_bytes=part_bytes,
+            parts_total=math.ceil(total / part_bytes),
+        )
+        if source == ImageImport.Source.FOLDER:
+            _chunks_plan(image_import, chunks.folder_entries(manifest))
     return image_import
 
 
-@contextmanager
-def _parts_joined(image_import: ImageImport, file_index: int) -> Iterator[BinaryIO]:
-    """A readable stream of one uploaded file, joined from its parts on local disk."""
-    with tempfile.TemporaryFile() as joined:
-        for part in range(image_import.manifest[file_index]["parts"]):
-            key = _part_key(image_import, file_index, part)
-            if default_storage.exists(key):
-                with default_storage.open(key, "rb") as chunk:
-                    shutil.copyfileobj(chunk, joined, 1024 * 1024)
-        joined.seek(0)
-        yield joined
-
-
-def _copy_bounded(source: BinaryIO, target: BinaryIO, limit: int) -> bool:
-    """Copy at most `limit` bytes; False if the source holds more (a ZIP can lie about sizes)."""
-    copied = 0
-    while chunk := source.read(1024 * 1024):
-        copied += len(chunk)
-        if copied > limit:
-            return False
-        target.write(chunk)
-    return True
-
-
-@dataclass
-class _Entry:
-    path: str
-    open: Callable[[], BinaryIO]
-
-
-def _expansion_limit(zip_bytes: int) -> int:
-    return min(settings.IMPORT_MAX_EXPANSION * zip_bytes, settings.IMPORT_MAX_BYTES)
-
-
-def _size(size: int) -> str:
-    return filesizeformat(size).replace("\xa0", " ")
-
-
-def _expansion_reason(expanded: str, zip_bytes: int) -> str:
-    return (
-        f"expands to {expanded}, over the limit of {_size(_expansion_limit(zip_bytes))} "
-        f"on what a ZIP may expand to (IMPORT_MAX_EXPANSION: {settings.IMPORT_MAX_EXPANSION} times "
-        f"the ZIP's own {_size(zip_bytes)}, and never more than IMPORT_MAX_BYTES, "
-        f"{_size(settings.IMPORT_MAX_BYTES)}); photos barely compress, so nothing was extracted"
-    )
-
-
-def _entries_reason(count: int) -> str:
-    return (
-        f"holds {count:,} entries, over the limit of {settings.IMPORT_MAX_FILES:,} (IMPORT_MAX_FILES); "
-        "split the field day into several imports"
-    )
-
-
-class _ExpansionBudget:
-    """What an import's ZIP may still expand to, charged as its members are read, whatever they declare."""
-
-    def __init__(self, *, zip_name: str, zip_bytes: int):
-        self.zip_name = zip_name
-        self.zip_bytes = zip_bytes
-        self.left = _expansion_limit(zip_bytes)
-
-    def spend(self, size: int) -> None:
-        self.left -= size
-        if self.left < 0:
-            limit = _size(_expansion_limit(self.zip_bytes))
-            raise BatchRefused(
-                [Refusal(self.zip_name, _expansion_reason(f"more than {limit} when read", self.zip_bytes))]
-            )
-
-
-class _MeteredMember(io.RawIOBase):
-    """A ZIP member read through the import's expansion budget."""
-
-    def __init__(self, member: BinaryIO, budget: _ExpansionBudget):
-        self.member = member
-        self.budget = budget
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.member.read(len(buffer))
-        self.budget.spend(len(data))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self.member.close()
-        super().close()
-
-
-def _zip_entries_declared(joined: BinaryIO) -> int | None:
-    """The entry count the ZIP's end record declares, read before its directory is loaded into memory."""
-    record = zipfile._EndRecData(joined)  # the standard library's own reader of that record
-    return None if record is None else record[zipfile._ECD_ENTRIES_TOTAL]
-
-
-def _zip_refusals(archive: zipfile.ZipFile, *, zip_name: str, zip_bytes: int) -> list[Refusal]:
-    """The limits a ZIP must keep, checked from its central directory before anything is extracted."""
-    members = archive.infolist()
-    if len(members) > settings.IMPORT_MAX_FILES:
-        return [Refusal(zip_name, _entries_reason(len(members)))]
-    refusals = []
-    declared = sum(info.file_size for info in members)
-    if declared > _expansion_limit(zip_bytes):
-        refusals.append(Refusal(zip_name, _expansion_reason(_size(declared), zip_bytes)))
-    paths = [_clean_relative_path(info.filename) for info in members if not info.is_dir()]
-    refusals += [
-        Refusal(path, "is in the ZIP more than once; each path may appear once")
-        for path in _repeated_paths(path for path in paths if path is not None)
-    ]
-    return refusals
-
-
-def _entries_of_zip(
-    archive: zipfile.ZipFile, refusals: list[Refusal], budget: _ExpansionBudget
-) -> list[_Entry]:
-    entries = []
-    for info in archive.infolist():
-        if info.is_dir():
-            continue
-        path = _clean_relative_path(info.filename)
-        if path is None:
-            refusals.append(Refusal(info.filename, "path leaves the archive's folder; refused"))
-            continue
-        if stat.S_ISLNK(info.external_attr >> 16):
-            refusals.append(Refusal(path, "symbolic link; refused"))
-            continue
-        if info.flag_bits & 0x1:
-            refusals.append(Refusal(path, "encrypted entry; cannot be read"))
-            continue
-        entries.append(
-            _Entry(path, lambda info=info: io.BufferedReader(_MeteredMember(archive.open(info), budget)))
-        )
-    return entries
+def _strip_common_folder(entries: list[dict]) -> list[dict]:
+    """Drop one folder that wraps everything (a zipped or picked folder)."""
+    paths = [entry["path"] for entry in entries]
+    while paths:
+        firsts = {path.split("/", 1)[0] for path in paths}
+        if len(firsts) != 1 or any("/" not in path for path in paths):
+            break
+        if any(posixpath.basename(path).lower() == MANIFEST_NAME and path.count("/") == 0 for path in paths):
+            break
+        # stop when the paths already have the <code>/<eye>/<file> shape
+        if all(path.count("/") == 2 for path in paths) and not any(
+            posixpath.basename(path).lower() == MANIFEST_NAME for path in paths
+        ):
+            break
+        paths = [path.split("/", 1)[1] for path in paths]
+    return [{**entry, "path": path} for entry, path in zip(entries, paths, strict=True)]
 
 
 def _is_junk(path: str) -> bool:
@@ -567,215 +370,345 @@ def _is_junk(path: str) -> bool:
     )
 
 
-def _strip_common_folder(entries: list[_Entry]) -> list[_Entry]:
-    """Drop one folder that wraps everything (a zipped or picked folder)."""
-    while entries:
-        firsts = {entry.path.split("/", 1)[0] for entry in entries}
-        if len(firsts) != 1 or any("/" not in entry.path for entry in entries):
-            return entries
-        if any(
-            posixpath.basename(entry.path).lower() == MANIFEST_NAME and entry.path.count("/") == 0
-            for entry in entries
-        ):
-            return entries
-        # stop when the paths already have the <code>/<eye>/<file> shape
-        if all(entry.path.count("/") == 2 for entry in entries) and not any(
-            posixpath.basename(e.path).lower() == MANIFEST_NAME for e in entries
-        ):
-            return entries
-        entries = [_Entry(entry.path.split("/", 1)[1], entry.open) for entry in entries]
-    return entries
-
-
-def _layout(entries: list[_Entry], refusals: list[Refusal]) -> list[tuple[_Entry, str, str]]:
-    """(entry, patient code, eye) for each photo, from manifest.csv or the folder layout."""
-    manifests = [e for e in entries if e.path.lower() == MANIFEST_NAME]
-    photos = [e for e in entries if e.path.lower() != MANIFEST_NAME]
-    placed = []
-    if manifests:
-        by_path = {e.path: e for e in photos}
-        listed: set[str] = set()
-        with manifests[0].open() as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-            reader = csv.DictReader(text)
-            columns = {name.strip().lower() for name in reader.fieldnames or []}
-            if not {"file", "patient_code", "eye"} <= columns:
-                refusals.append(Refusal(MANIFEST_NAME, "needs the columns file, patient_code and eye"))
-                return []
-            for line, row in enumerate(reader, start=2):
-                row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-                path = _clean_relative_path(row["file"])
-                where = f"{MANIFEST_NAME} line {line}"
-                if path is None:
-                    refusals.append(Refusal(where, f"{row['file']!r} is not a path in the upload"))
-                elif path not in by_path:
-                    refusals.append(Refusal(where, f"{path} is listed but not in the upload"))
-                elif path in listed:
-                    refusals.append(Refusal(where, f"{path} is listed twice"))
-                elif row["eye"].lower() not in EYE_WORDS:
-                    refusals.append(Refusal(where, f"eye {row['eye']!r} is not R, L or U"))
-                elif not row["patient_code"]:
-                    refusals.append(Refusal(where, "no patient code"))
-                else:
-                    listed.add(path)
-                    placed.append((by_path[path], row["patient_code"], EYE_WORDS[row["eye"].lower()]))
-        for entry in photos:
-            if entry.path not in listed:
-                refusals.append(Refusal(entry.path, f"not listed in {MANIFEST_NAME}"))
-        return placed
-    for entry in photos:
-        parts = entry.path.split("/")
-        if len(parts) != 3 or parts[1].lower() not in EYE_WORDS:
-            refusals.append(
-                Refusal(entry.path, "not in the <patient code>/<R|L|U>/<file> layout, and no manifest.csv")
+def _chunks_plan(image_import: ImageImport, entries: list[dict]) -> None:
+    """Cut the upload's photos (and its manifest.csv) into chunks; note how many photos there are."""
+    entries = _strip_common_folder([entry for entry in entries if not _is_junk(entry["path"])])
+    for entry in entries:
+        if entry["path"].lower() == MANIFEST_NAME:
+            entry["manifest"] = True
+    planned = chunks.chunks_plan(entries, part_bytes=image_import.part_bytes)
+    rows = []
+    for index, members in enumerate(planned):
+        parts = chunks.parts_under(
+            min(entry["start"] for entry in members),
+            max(entry["end"] for entry in members),
+            image_import.part_bytes,
+        )
+        rows.append(
+            ImportChunk(
+                image_import=image_import,
+                index=index,
+                entries=members,
+                first_part=parts.start,
+                last_part=parts.stop - 1,
             )
-            continue
-        placed.append((entry, parts[0], EYE_WORDS[parts[1].lower()]))
-    return placed
+        )
+    ImportChunk.objects.bulk_create(rows, batch_size=500)
+    image_import.files_total = sum(1 for entry in entries if not entry.get("manifest"))
+    image_import.planned = True
+    image_import.save(update_fields=["files_total", "planned"])
 
 
-def _import_progress(image_import: ImageImport, done: int) -> None:
-    ImageImport.objects.filter(pk=image_import.pk).update(files_done=done)
-
-
-def _import_entries(
-    image_import: ImageImport, stack: list, refusals: list[Refusal], workdir: Path
-) -> list[_Entry]:
-    if image_import.source == ImageImport.Source.ZIP:
-        zip_name, zip_bytes = image_import.manifest[0]["path"], image_import.manifest[0]["size"]
-        joined = tempfile.TemporaryFile(dir=workdir)
-        stack.append(joined)
-        with _parts_joined(image_import, 0) as parts:
-            shutil.copyfileobj(parts, joined, 1024 * 1024)
-        declared = _zip_entries_declared(joined)
+def _zip_plan(image_import: ImageImport, received: set[int]) -> list[Refusal] | None:
+    """Plan a ZIP's chunks from its central directory; None while the parts holding it are missing."""
+    zip_name, zip_bytes = image_import.manifest[0]["path"], image_import.bytes_expected
+    space = chunks.UploadSpace(
+        import_id=image_import.pk, size=zip_bytes, part_bytes=image_import.part_bytes, received=received
+    )
+    reader = io.BufferedReader(chunks.UploadFile(space), buffer_size=chunks.READ_BLOCK)
+    try:
+        declared = _zip_entries_declared(reader)
         if declared is not None and declared > settings.IMPORT_MAX_FILES:
-            refusals.append(Refusal(zip_name, _entries_reason(declared)))
-            return []
-        joined.seek(0)
-        try:
-            archive = zipfile.ZipFile(joined)
-        except zipfile.BadZipFile:
-            refusals.append(Refusal(zip_name, "not a readable ZIP file"))
-            return []
-        stack.append(archive)
-        limits = _zip_refusals(archive, zip_name=zip_name, zip_bytes=zip_bytes)
-        if limits:
-            refusals += limits
-            return []
-        return _entries_of_zip(archive, refusals, _ExpansionBudget(zip_name=zip_name, zip_bytes=zip_bytes))
-
-    def opener(index: int) -> Callable[[], BinaryIO]:
-        def open_file() -> BinaryIO:
-            context = _parts_joined(image_import, index)
-            stream = context.__enter__()
-            stack.append(context)
-            return stream
-
-        return open_file
-
-    return [_Entry(entry["path"], opener(index)) for index, entry in enumerate(image_import.manifest)]
+            return [Refusal(zip_name, chunks.entries_reason(declared))]
+        reader.seek(0)
+        archive = zipfile.ZipFile(reader)
+    except chunks.PartMissing:
+        return None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError):
+        return [Refusal(zip_name, "not a readable ZIP file")]
+    planned = chunks.zip_entries(archive, zip_name=zip_name, zip_bytes=zip_bytes)
+    if planned.refusals:
+        return [Refusal(file, reason) for file, reason in planned.refusals]
+    _chunks_plan(image_import, planned.entries)
+    return []
 
 
-def image_import_process(*, image_import_id: int) -> ImageImport:
-    """Check every photo of an import, then store them all, or refuse the import whole.
+def _zip_entries_declared(joined: BinaryIO) -> int | None:
+    """The entry count the ZIP's end record declares, read before its directory is loaded into memory."""
+    record = zipfile._EndRecData(joined)  # the standard library's own reader of that record
+    return None if record is None else record[zipfile._ECD_ENTRIES_TOTAL]
 
-    Creates the patients the study lacks. Progress is saved as it goes, so
-    the import page can show it. Refused: any non-image, damaged, oversized
-    or duplicate file, a path leaving the upload, a photo outside the layout.
+
+def image_import_part_save(*, image_import: ImageImport, part_index: int, data: BinaryIO, size: int) -> None:
+    """Store one part of an import; sending the same part again replaces it.
+
+    The chunks whose parts have now all arrived are handed to the workers.
     """
-    image_import = ImageImport.objects.select_related("study").get(pk=image_import_id)
-    if image_import.status not in (ImageImport.Status.QUEUED, ImageImport.Status.CHECKING):
-        return image_import
-    study = image_import.study
-    image_import.status = ImageImport.Status.CHECKING
-    image_import.files_done = 0
-    image_import.save(update_fields=["status", "files_done"])
+    if image_import.status != ImageImport.Status.UPLOADING:
+        raise ValidationError("This import is no longer taking uploads.")
+    if not 0 <= part_index < image_import.parts_total:
+        raise ValidationError(f"This import has no part number {part_index}.")
+    start = part_index * image_import.part_bytes
+    expected = min(image_import.part_bytes, image_import.bytes_expected - start)
+    if size != expected:
+        raise ValidationError(f"Part {part_index} is {size} bytes; {expected} were expected.")
+    key = chunks.part_key(image_import.pk, part_index)
+    try:
+        data.seek(0)
+        # an upload in a temporary file is moved into place locally; one in memory is written in pieces
+        file_write(key, data if hasattr(data, "temporary_file_path") else File(data, name=key))
+    except Exception as error:
+        files_delete_many([key])  # a part written halfway would otherwise pass for a received one
+        logger.warning("Part %s of import %s not stored: %r", part_index, image_import.pk, error)
+        raise StorageFailed(
+            f"Part {part_index} could not be stored ({error}). "
+            "Try again later; if it keeps failing, tell an administrator."
+        ) from error
+    with transaction.atomic():
+        image_import = ImageImport.objects.select_for_update().get(pk=image_import.pk)
+        if image_import.status != ImageImport.Status.UPLOADING:
+            raise ValidationError("This import is no longer taking uploads.")
+        if part_index not in image_import.parts_received:
+            image_import.parts_received = sorted([*image_import.parts_received, part_index])
+            image_import.save(update_fields=["parts_received"])
+        received = set(image_import.parts_received)
+        if not image_import.planned and image_import.parts_total - 1 in received:
+            refusals = _zip_plan(image_import, received)
+            if refusals:
+                _import_refuse(image_import, refusals)
+                return
+        ready = _chunks_release(image_import, received, around=part_index)
+    _chunks_dispatch(ready)
 
-    refusals: list[Refusal] = []
-    written: list[str] = []
-    stack: list = []
-    with tempfile.TemporaryDirectory(prefix="gc-import-") as workdir_name:
-        workdir = Path(workdir_name)
-        try:
-            entries = _import_entries(image_import, stack, refusals, workdir)
-            entries = _strip_common_folder([e for e in entries if not _is_junk(e.path)])
-            placed = _layout(entries, refusals)
-            image_import.files_total = len(placed)
-            image_import.save(update_fields=["files_total"])
 
-            prepared: list[tuple[str, str, PreparedImage]] = []
-            for done, (entry, code, eye) in enumerate(placed, start=1):
-                if len(code) > Patient._meta.get_field("code").max_length:
-                    refusals.append(Refusal(entry.path, f"patient code {code[:20]!r}... is too long"))
-                    continue
-                try:
-                    # A named file in workdir: a photo that needs no change is stored from it as is.
-                    with tempfile.NamedTemporaryFile(dir=workdir, delete=False) as extracted:
-                        with entry.open() as source:
-                            if not _copy_bounded(source, extracted, settings.IMAGE_MAX_BYTES):
-                                raise ImageRefused(
-                                    f"larger than the limit of {megabytes(settings.IMAGE_MAX_BYTES)}"
-                                )
-                        extracted.flush()
-                        item = image_prepare(extracted, name=entry.path, workdir=workdir)
-                    if item.stored_path != Path(extracted.name):
-                        Path(extracted.name).unlink()
-                    item.original_name = entry.path[:255]
-                    prepared.append((code, eye, item))
-                except ImageRefused as refused:
-                    refusals.append(Refusal(entry.path, str(refused)))
-                    Path(extracted.name).unlink(missing_ok=True)
-                except (zipfile.BadZipFile, OSError, EOFError) as error:
-                    refusals.append(Refusal(entry.path, f"cannot be read from the upload ({error})"))
-                if done % 10 == 0:
-                    _import_progress(image_import, done)
-            refusals += _duplicate_refusals(study=study, prepared=[item for _, _, item in prepared])
-            if not placed and not refusals:
-                refusals.append(Refusal("(upload)", "no photos found"))
+def _chunks_release(image_import: ImageImport, received: set[int], *, around: int | None = None) -> list[int]:
+    """Mark ready the waiting chunks whose parts have all arrived (those on part `around`, or all)."""
+    waiting = image_import.chunks.filter(status=ImportChunk.Status.WAITING)
+    if around is not None and image_import.chunks.exclude(status=ImportChunk.Status.WAITING).exists():
+        waiting = waiting.filter(first_part__lte=around, last_part__gte=around)
+    ready = [
+        pk
+        for pk, first, last in waiting.values_list("pk", "first_part", "last_part")
+        if all(part in received for part in range(first, last + 1))
+    ]
+    # claimed_at: when it was handed out; a ready chunk that no worker took for long is handed out again
+    ImportChunk.objects.filter(pk__in=ready).update(
+        status=ImportChunk.Status.READY, claimed_at=timezone.now()
+    )
+    return ready
+
+
+def _chunks_dispatch(chunk_ids: list[int]) -> None:
+    """Hand ready chunks to the workers once the transaction that readied them is committed."""
+    if not chunk_ids:
+        return
+
+    def dispatch() -> None:
+        from . import workers
+
+        workers.chunks_dispatch(chunk_ids)
+
+    transaction.on_commit(dispatch)
+
+
+def image_import_finish(*, image_import: ImageImport) -> ImageImport:
+    """Check that every part arrived; the import is stored as soon as its last chunk is prepared."""
+    with transaction.atomic():
+        image_import = ImageImport.objects.select_for_update().get(pk=image_import.pk)
+        if image_import.status != ImageImport.Status.UPLOADING:
+            return image_import  # finishing twice stores it once
+        received = set(image_import.parts_received)
+        missing = [part for part in range(image_import.parts_total) if part not in received]
+        if missing:
+            shown = ", ".join(str(part) for part in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise ValidationError(
+                f"Upload incomplete: part {shown}{more} of {image_import.parts_total} did not arrive."
+            )
+        if not image_import.planned:
+            refusals = _zip_plan(image_import, received)
+            if refusals is None:
+                refusals = [Refusal(image_import.manifest[0]["path"], "not a readable ZIP file")]
             if refusals:
                 return _import_refuse(image_import, refusals)
+        image_import.status = ImageImport.Status.CHECKING
+        image_import.save(update_fields=["status"])
+        ready = _chunks_release(image_import, received)
+    _chunks_dispatch(ready)
+    transaction.on_commit(lambda: _import_store_when_prepared(image_import.pk))
+    return image_import
 
-            image_import.status = ImageImport.Status.STORING
-            image_import.files_done = 0
-            image_import.save(update_fields=["status", "files_done"])
-            patients = {
-                p.code: p for p in Patient.objects.filter(study=study, code__in={c for c, _, _ in prepared})
-            }
-            new_codes = sorted({code for code, _, _ in prepared} - set(patients))
-            placeholder = {code: Patient(study=study, code=code) for code in new_codes}
-            items = [(patients.get(code) or placeholder[code], eye, item) for code, eye, item in prepared]
-            images = _images_write(
-                study=study,
-                items=items,
-                uploaded_by=image_import.created_by,
-                written=written,
-                on_progress=lambda done: done % 10 == 0 and _import_progress(image_import, done),
-            )
 
-            def create_patients() -> None:
-                created = Patient.objects.bulk_create(placeholder.values())
-                if created:
-                    patients_added.send(sender=Study, study=study, patient_ids=[p.pk for p in created])
-                for image in images:  # the new patients had no id when their images were made
-                    image.patient_id = image.patient.pk
+def _chunk_spec(chunk: ImportChunk, image_import: ImageImport) -> dict:
+    return {
+        "import_id": image_import.pk,
+        "study_id": image_import.study_id,
+        "token": image_import.token,
+        "source": image_import.source,
+        "size": image_import.bytes_expected,
+        "part_bytes": image_import.part_bytes,
+        "entries": [entry for entry in chunk.entries if not entry.get("manifest")],
+    }
 
-            _images_save_rows(study=study, images=images, rows_before=create_patients)
-        except BatchRefused as refused:
-            _files_delete(written)
-            return _import_refuse(image_import, refused.refusals)
-        except ValidationError as error:
-            _files_delete(written)
-            return _import_refuse(image_import, [Refusal("(import)", message) for message in error.messages])
+
+def image_import_chunk_process(*, chunk_id: int, prepare: Callable[[dict], dict] | None = None) -> bool:
+    """Prepare one ready chunk, if no other worker has taken it; return whether this call did.
+
+    `prepare` runs `studies.chunks.chunk_prepare` (in this process, or in a
+    pool's). Once a chunk of the import has a refusal the others are not
+    prepared: the import will be refused. A chunk that raises is recorded as
+    refused with the error; the import is refused when the rest are done.
+    """
+    claimed = ImportChunk.objects.filter(pk=chunk_id, status=ImportChunk.Status.READY).update(
+        status=ImportChunk.Status.RUNNING, claimed_at=timezone.now(), attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return False
+    chunk = ImportChunk.objects.select_related("image_import").get(pk=chunk_id)
+    image_import = chunk.image_import
+    spec = _chunk_spec(chunk, image_import)
+    refused_already = (
+        image_import.status == ImageImport.Status.FAILED
+        or image_import.chunks.filter(status=ImportChunk.Status.DONE).exclude(refusals=[]).exists()
+    )
+    if refused_already or not spec["entries"]:
+        outcome = {"prepared": [], "refusals": []}
+    else:
+        try:
+            outcome = (prepare or chunks.chunk_prepare)(spec)
+        except chunks.StoreFailed as error:
+            logger.error("Chunk %s of import %s: the store failed: %s", chunk.index, image_import.pk, error)
+            reason = _storage_failed(error).message
+            outcome = {"prepared": [], "refusals": [{"file": "(import)", "reason": reason}]}
         except Exception as error:
-            _files_delete(written)
-            logger.exception("Import %s failed", image_import.pk)
-            return _import_refuse(image_import, [Refusal("(import)", f"stopped by an error: {error}")])
-        finally:
-            for item in reversed(stack):
-                try:
-                    item.__exit__(None, None, None) if hasattr(item, "__exit__") else item.close()
-                except Exception:
-                    pass
+            logger.exception("Chunk %s of import %s failed", chunk.index, image_import.pk)
+            reason = f"photos could not be prepared ({error!r}); nothing was stored"
+            outcome = {"prepared": [], "refusals": [{"file": "(import)", "reason": reason}]}
+    with transaction.atomic():
+        recorded = ImportChunk.objects.filter(
+            pk=chunk.pk, status=ImportChunk.Status.RUNNING, attempts=chunk.attempts
+        ).update(status=ImportChunk.Status.DONE, prepared=outcome["prepared"], refusals=outcome["refusals"])
+        if recorded:
+            ImageImport.objects.filter(pk=image_import.pk).update(
+                files_done=F("files_done") + len(spec["entries"])
+            )
+    if recorded:
+        _import_store_when_prepared(image_import.pk)
+    return bool(recorded)
+
+
+def image_import_resume(*, image_import: ImageImport | None = None) -> list[int]:
+    """Hand out again the chunks whose worker vanished (claimed over IMPORT_CHUNK_TIMEOUT_MINUTES ago).
+
+    After CHUNK_ATTEMPTS tries a chunk counts as refused, and so its import.
+    Ready chunks that no worker took (a lost task) are handed out again too.
+    Returns the chunks handed out.
+    """
+    stale = timezone.now() - timedelta(minutes=settings.IMPORT_CHUNK_TIMEOUT_MINUTES)
+    chunks_of = ImportChunk.objects.filter(
+        image_import__status__in=[ImageImport.Status.UPLOADING, ImageImport.Status.CHECKING]
+    )
+    if image_import is not None:
+        chunks_of = chunks_of.filter(image_import=image_import)
+    vanished = chunks_of.filter(status=ImportChunk.Status.RUNNING, claimed_at__lt=stale)
+    given_up = list(vanished.filter(attempts__gte=CHUNK_ATTEMPTS).values_list("pk", "image_import_id"))
+    for pk, import_id in given_up:
+        reason = f"photos could not be prepared: the worker stopped {CHUNK_ATTEMPTS} times"
+        ImportChunk.objects.filter(pk=pk, status=ImportChunk.Status.RUNNING).update(
+            status=ImportChunk.Status.DONE, prepared=[], refusals=[{"file": "(import)", "reason": reason}]
+        )
+        _import_store_when_prepared(import_id)
+    again = list(vanished.filter(attempts__lt=CHUNK_ATTEMPTS).values_list("pk", flat=True))
+    ImportChunk.objects.filter(pk__in=again, status=ImportChunk.Status.RUNNING).update(
+        status=ImportChunk.Status.READY, claimed_at=timezone.now()
+    )
+    lost = list(
+        chunks_of.filter(status=ImportChunk.Status.READY, claimed_at__lt=stale).values_list("pk", flat=True)
+    )
+    with transaction.atomic():
+        _chunks_dispatch(again + lost)
+    return again + lost
+
+
+def _import_store_when_prepared(import_id: int) -> None:
+    """Store the import if its upload is complete and every chunk is done; only one caller gets to."""
+    with transaction.atomic():
+        image_import = ImageImport.objects.select_for_update().select_related("study").get(pk=import_id)
+        if image_import.status != ImageImport.Status.CHECKING:
+            return
+        if image_import.chunks.exclude(status=ImportChunk.Status.DONE).exists():
+            return
+        image_import.status = ImageImport.Status.STORING
+        image_import.save(update_fields=["status"])
+    _import_store(image_import)
+
+
+@dataclass
+class _Staged:
+    """A prepared photo waiting for its row, as a duplicate check sees it."""
+
+    original_name: str
+    sha256: str
+    result: dict
+
+
+def _import_store(image_import: ImageImport) -> ImageImport:
+    """Write the rows of every prepared photo in one transaction, or refuse the import."""
+    study = image_import.study
+    all_chunks = list(image_import.chunks.all())
+    refusals = [Refusal(r["file"], r["reason"]) for chunk in all_chunks for r in chunk.refusals]
+    if refusals:
+        return _import_refuse(image_import, refusals)
+    prepared = {item["path"]: item for chunk in all_chunks for item in chunk.prepared}
+    entries = [entry for chunk in all_chunks for entry in chunk.entries]
+    manifest = next((entry for entry in entries if entry.get("manifest")), None)
+    try:
+        manifest_text = _manifest_text(image_import, manifest) if manifest else None
+    except Exception as error:
+        logger.exception("Import %s: manifest unreadable", image_import.pk)
+        return _import_refuse(image_import, [Refusal(MANIFEST_NAME, f"cannot be read ({error})")])
+    placed = _layout(
+        [entry["path"] for entry in entries if not entry.get("manifest")], manifest_text, refusals
+    )
+    code_length = Patient._meta.get_field("code").max_length
+    staged = []
+    for path, code, eye in placed:
+        if len(code) > code_length:
+            refusals.append(Refusal(path, f"patient code {code[:20]!r}... is too long"))
+        else:
+            staged.append((code, eye, _Staged(path[:255], prepared[path]["sha256"], prepared[path])))
+    refusals += _duplicate_refusals(study=study, prepared=[item for _, _, item in staged])
+    if not placed and not refusals:
+        refusals.append(Refusal("(upload)", "no photos found"))
+    if refusals:
+        return _import_refuse(image_import, refusals)
+
+    patients = {p.code: p for p in Patient.objects.filter(study=study, code__in={c for c, _, _ in staged})}
+    new_codes = sorted({code for code, _, _ in staged} - set(patients))
+    placeholder = {code: Patient(study=study, code=code) for code in new_codes}
+    images = [
+        Image(
+            patient=patients.get(code) or placeholder[code],
+            study=study,
+            eye=eye,
+            file=item.result["file"],
+            thumbnail=item.result["thumbnail"],
+            sha256=item.sha256,
+            width=item.result["width"],
+            height=item.result["height"],
+            bytes=item.result["bytes"],
+            original_name=item.original_name,
+            uploaded_by_id=image_import.created_by_id,
+        )
+        for code, eye, item in staged
+    ]
+
+    def create_patients() -> None:
+        created = Patient.objects.bulk_create(placeholder.values())
+        if created:
+            patients_added.send(sender=Study, study=study, patient_ids=[p.pk for p in created])
+        for image in images:  # the new patients had no id when their images were made
+            image.patient_id = image.patient.pk
+
+    try:
+        _images_save_rows(study=study, images=images, rows_before=create_patients)
+    except BatchRefused as refused:
+        return _import_refuse(image_import, refused.refusals)
+    except ValidationError as error:
+        return _import_refuse(image_import, [Refusal("(import)", message) for message in error.messages])
+    except Exception as error:
+        logger.exception("Import %s failed", image_import.pk)
+        return _import_refuse(image_import, [Refusal("(import)", f"stopped by an error: {error}")])
     image_import.status = ImageImport.Status.DONE
     image_import.files_done = len(images)
     image_import.patients_created = len(new_codes)
@@ -786,21 +719,84 @@ def image_import_process(*, image_import_id: int) -> ImageImport:
     return image_import
 
 
+def _manifest_text(image_import: ImageImport, entry: dict) -> str:
+    space = chunks.UploadSpace(
+        import_id=image_import.pk, size=image_import.bytes_expected, part_bytes=image_import.part_bytes
+    )
+    data = space.read(entry["start"], entry["end"] - entry["start"])
+    if image_import.source == ImageImport.Source.ZIP:
+        data = chunks.zip_member(data, entry)
+    return data.decode("utf-8-sig")
+
+
+def _layout(
+    paths: list[str], manifest_text: str | None, refusals: list[Refusal]
+) -> list[tuple[str, str, str]]:
+    """(path, patient code, eye) for each photo, from manifest.csv or the folder layout."""
+    placed = []
+    if manifest_text is not None:
+        known = set(paths)
+        listed: set[str] = set()
+        reader = csv.DictReader(io.StringIO(manifest_text, newline=""))
+        columns = {name.strip().lower() for name in reader.fieldnames or []}
+        if not {"file", "patient_code", "eye"} <= columns:
+            refusals.append(Refusal(MANIFEST_NAME, "needs the columns file, patient_code and eye"))
+            return []
+        for line, row in enumerate(reader, start=2):
+            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            path = chunks.clean_relative_path(row["file"])
+            where = f"{MANIFEST_NAME} line {line}"
+            if path is None:
+                refusals.append(Refusal(where, f"{row['file']!r} is not a path in the upload"))
+            elif path not in known:
+                refusals.append(Refusal(where, f"{path} is listed but not in the upload"))
+            elif path in listed:
+                refusals.append(Refusal(where, f"{path} is listed twice"))
+            elif row["eye"].lower() not in EYE_WORDS:
+                refusals.append(Refusal(where, f"eye {row['eye']!r} is not R, L or U"))
+            elif not row["patient_code"]:
+                refusals.append(Refusal(where, "no patient code"))
+            else:
+                listed.add(path)
+                placed.append((path, row["patient_code"], EYE_WORDS[row["eye"].lower()]))
+        for path in paths:
+            if path not in listed:
+                refusals.append(Refusal(path, f"not listed in {MANIFEST_NAME}"))
+        return placed
+    for path in paths:
+        parts = path.split("/")
+        if len(parts) != 3 or parts[1].lower() not in EYE_WORDS:
+            refusals.append(
+                Refusal(path, "not in the <patient code>/<R|L|U>/<file> layout, and no manifest.csv")
+            )
+            continue
+        placed.append((path, parts[0], EYE_WORDS[parts[1].lower()]))
+    return placed
+
+
 def _import_refuse(image_import: ImageImport, refusals: list[Refusal]) -> ImageImport:
+    """Mark the import refused and remove its parts and every photo and thumbnail it staged."""
     image_import.status = ImageImport.Status.FAILED
     image_import.errors = [{"file": r.file, "reason": r.reason} for r in refusals]
     image_import.finished_at = timezone.now()
     image_import.save()
-    _import_parts_delete(image_import)
+    transaction.on_commit(lambda: _import_files_delete(image_import))
     return image_import
 
 
+def _import_files_delete(image_import: ImageImport) -> None:
+    if image_import.status == ImageImport.Status.FAILED:
+        staged = [
+            stored.name
+            for prefix in chunks.staged_prefixes(study_id=image_import.study_id, token=image_import.token)
+            for stored in stored_files(prefix=prefix)
+        ]
+        files_delete_many(staged)
+    _import_parts_delete(image_import)
+
+
 def _import_parts_delete(image_import: ImageImport) -> None:
-    _files_delete(
-        _part_key(image_import, index, part)
-        for index, entry in enumerate(image_import.manifest)
-        for part in range(entry["parts"])
-    )
+    files_delete_many(chunks.part_key(image_import.pk, part) for part in range(image_import.parts_total))
 
 
 # Storage sweep -------------------------------------------------------------
@@ -836,7 +832,7 @@ def storage_sweep(*, older_than: timedelta, dry_run: bool = False) -> StorageSwe
     candidates = _sweep_candidates(
         cutoff=cutoff,
         imports_in_progress=selectors.import_ids_in_progress() - set(sweep.abandoned_imports),
-        studies_busy=selectors.study_ids_importing(),
+        studies_busy=selectors.study_ids_importing(excluding=sweep.abandoned_imports),
     )
     for batch in _batches(candidates, 1000):
         in_use = selectors.image_keys_in_use(keys=batch)

@@ -14,10 +14,11 @@ from django_tasks import task
 
 
 @task()
-def image_import_process_task(image_import_id: int) -> str:
-    from .services import image_import_process
+def image_import_chunk_task(chunk_id: int) -> bool:
+    """Prepare one chunk of a field-day import; any number of `db_worker` processes share them."""
+    from .services import image_import_chunk_process
 
-    return image_import_process(image_import_id=image_import_id).status
+    return image_import_chunk_process(chunk_id=chunk_id)
 
 
 @task()

@@ -126,8 +126,12 @@ def import_start(request: HttpRequest, study_id: int) -> JsonResponse:
     return JsonResponse(
         {
             "id": image_import.pk,
-            "part_bytes": settings.IMPORT_PART_BYTES,
-            "files": image_import.manifest,
+            "part_bytes": image_import.part_bytes,
+            "parts_total": image_import.parts_total,
+            # a ZIP's directory is at its end: sent first, its photos can be prepared as their parts arrive
+            "parts_first": [image_import.parts_total - 1]
+            if image_import.source == ImageImport.Source.ZIP and image_import.parts_total > 1
+            else [],
             "part_url": reverse("admin:studies_imageimport_part", args=[image_import.pk]),
             "finish_url": reverse("admin:studies_imageimport_finish", args=[image_import.pk]),
             "status_url": reverse("admin:studies_imageimport_status", args=[image_import.pk]),
@@ -152,12 +156,11 @@ def import_part(request: HttpRequest, import_id: int) -> JsonResponse:
     image_import = _import_for(request, import_id)
     form = ImportPartForm(request.POST, request.FILES)
     if not form.is_valid():
-        return _error("A part needs file_index, part_index and data.")
+        return _error("A part needs part_index and data.")
     data = form.cleaned_data["data"]
     try:
         services.image_import_part_save(
             image_import=image_import,
-            file_index=form.cleaned_data["file_index"],
             part_index=form.cleaned_data["part_index"],
             data=data,
             size=data.size,
@@ -187,6 +190,8 @@ def import_status(request: HttpRequest, import_id: int) -> JsonResponse:
         and image_import.created_by_id != request.user.pk
     ):
         return _error("Not yours.", 403)
+    if not image_import.is_finished:
+        services.image_import_resume(image_import=image_import)  # chunks whose worker vanished
     return JsonResponse(
         {
             "id": image_import.pk,

@@ -43,25 +43,54 @@
     return data;
   }
 
-  async function sendPart(url, fileIndex, partIndex, blob) {
-    for (let attempt = 1; ; attempt++) {
+  // One part: bytes [start, end) of the upload, a ZIP as it is or a folder's files one after the other.
+  function partBlob(files, offsets, start, end) {
+    const pieces = [];
+    for (let index = 0; index < files.length; index++) {
+      const from = offsets[index];
+      const to = from + files[index].size;
+      if (to <= start || from >= end) continue;
+      pieces.push(files[index].slice(Math.max(start, from) - from, Math.min(end, to) - from));
+    }
+    return new Blob(pieces);
+  }
+
+  // Sends one part with XMLHttpRequest, whose upload events count the bytes as they leave.
+  function sendOnce(url, partIndex, blob, onBytes) {
+    return new Promise((resolve, reject) => {
       const form = new FormData();
-      form.append("file_index", fileIndex);
       form.append("part_index", partIndex);
       form.append("data", blob, "part");
+      const request = new XMLHttpRequest();
+      request.open("POST", url);
+      request.setRequestHeader("X-CSRFToken", csrfToken());
+      request.upload.onprogress = (event) => onBytes(Math.min(event.loaded, blob.size));
+      request.onload = () => {
+        let data = {};
+        try { data = JSON.parse(request.responseText); } catch (error) { data = {}; }
+        resolve({ status: request.status, data: data });
+      };
+      request.onerror = () => reject(new Error("The connection to the server was lost."));
+      request.send(form);
+    });
+  }
+
+  async function sendPart(url, partIndex, blob, onBytes) {
+    for (let attempt = 1; ; attempt++) {
+      let answer;
       try {
-        const response = await fetch(url, {
-          method: "POST",
-          headers: { "X-CSRFToken": csrfToken() },
-          body: form,
-          credentials: "same-origin",
-        });
-        if (response.ok) return;
-        const data = await response.json().catch(() => ({}));
-        if (response.status < 500 || attempt >= 3) throw new Error(data.error || "Part refused (" + response.status + ").");
+        answer = await sendOnce(url, partIndex, blob, onBytes);
       } catch (error) {
         if (attempt >= 3) throw error;
+        answer = null;
       }
+      if (answer && answer.status >= 200 && answer.status < 300) { onBytes(blob.size); return; }
+      if (answer && (answer.status < 500 || attempt >= 3)) {
+        const error = new Error(answer.data.error || "Part refused (" + answer.status + ").");
+        error.refused = answer.status === 400;
+        throw error;
+      }
+      onBytes(0);
       await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
     }
   }
@@ -95,49 +124,119 @@
     );
   }
 
-  async function follow(statusUrl) {
+  // The bar never goes back: the upload fills its first part, the photos prepared the rest.
+  const progress = { shown: 0 };
+  function showProgress(stage, fraction) {
+    progress.shown = Math.max(progress.shown, Math.min(1, fraction));
+    setProgress(stage, progress.shown);
+  }
+
+  function megabytes(bytes) {
+    return (bytes / 1048576).toFixed(bytes < 10485760 ? 1 : 0) + " MB";
+  }
+
+  async function status(statusUrl) {
+    const response = await fetch(statusUrl, { credentials: "same-origin" });
+    return response.json();
+  }
+
+  function stageText(state, sentBytes, totalBytes) {
+    const photos = state.files_total
+      ? state.files_done + " of " + state.files_total + " photos prepared"
+      : state.files_done + " photos prepared";
+    if (state.status === "uploading") return "Uploading " + megabytes(sentBytes) + " of " + megabytes(totalBytes) + "; " + photos;
+    return state.status_label + ": " + photos;
+  }
+
+  // Upload 10 % of the bar, preparing the photos 90 %: preparing is most of the time.
+  function fractionOf(state, sentBytes, totalBytes) {
+    const sent = totalBytes ? sentBytes / totalBytes : 1;
+    const prepared = state && state.files_total ? state.files_done / state.files_total : 0;
+    return 0.1 * sent + 0.85 * prepared;
+  }
+
+  async function follow(statusUrl, totalBytes) {
     for (;;) {
-      const response = await fetch(statusUrl, { credentials: "same-origin" });
-      const status = await response.json();
-      const total = status.files_total || 1;
-      setProgress(status.status_label + " (" + status.files_done + " of " + status.files_total + " files)", status.files_done / total);
-      if (status.finished) {
-        setProgress(status.status_label, 1);
-        showFinished(status);
+      const state = await status(statusUrl);
+      if (state.finished) {
+        showProgress(state.status_label, 1);
+        showFinished(state);
         return;
       }
-      await new Promise((resolve) => setTimeout(resolve, 1500));
+      showProgress(stageText(state, totalBytes, totalBytes), fractionOf(state, totalBytes, totalBytes));
+      await new Promise((resolve) => setTimeout(resolve, 700));
     }
+  }
+
+  function resetChoice() {
+    $("gc-import-zip").value = "";
+    $("gc-import-folder").value = "";
+    chosen = { source: null, files: [] };
+    $("gc-import-chosen").textContent = "";
   }
 
   async function start() {
     $("gc-import-start").disabled = true;
     $("gc-import-report").innerHTML = "";
+    $("gc-import-bar").classList.remove("bg-success", "bg-danger");
+    progress.shown = 0;
+    const files = chosen.files;
+    const totalBytes = files.reduce((sum, file) => sum + file.size, 0);
+    showProgress("Starting the upload of " + megabytes(totalBytes), 0);
+    let finished = false;
     try {
-      const files = chosen.files;
       const opened = await postJson($("gc-import").dataset.startUrl, {
         source: chosen.source,
         files: files.map((file) => ({ path: relativePath(file), size: file.size })),
       });
-      const total = files.reduce((sum, file) => sum + file.size, 0) || 1;
-      let sent = 0;
-      for (let index = 0; index < files.length; index++) {
-        const file = files[index];
-        const parts = opened.files[index].parts;
-        for (let part = 0; part < parts; part++) {
-          const blob = file.slice(part * opened.part_bytes, (part + 1) * opened.part_bytes);
-          await sendPart(opened.part_url, index, part, blob);
-          sent += blob.size;
-          setProgress("Uploading " + (sent / 1048576).toFixed(0) + " of " + (total / 1048576).toFixed(0) + " MB", sent / total);
+      const offsets = [];
+      files.reduce((offset, file) => { offsets.push(offset); return offset + file.size; }, 0);
+      // A ZIP's directory sits at its end: sent first, it lets the server prepare photos while the rest arrives.
+      const order = opened.parts_first.concat(
+        Array.from({ length: opened.parts_total }, (_, index) => index).filter((index) => !opened.parts_first.includes(index))
+      );
+      const sentOf = new Map();
+      let latest = null;
+      const sentBytes = () => Array.from(sentOf.values()).reduce((sum, bytes) => sum + bytes, 0);
+      const redraw = () => showProgress(stageText(latest || { status: "uploading", files_done: 0, files_total: 0 }, sentBytes(), totalBytes), fractionOf(latest, sentBytes(), totalBytes));
+      const poller = setInterval(() => {
+        status(opened.status_url).then((state) => { latest = state; redraw(); }).catch(() => {});
+      }, 1000);
+      try {
+        let next = 0;
+        const sender = async () => {
+          while (next < order.length) {
+            const index = order[next++];
+            const start = index * opened.part_bytes;
+            const blob = partBlob(files, offsets, start, Math.min(totalBytes, start + opened.part_bytes));
+            await sendPart(opened.part_url, index, blob, (bytes) => { sentOf.set(index, bytes); redraw(); });
+          }
+        };
+        // Three parts in flight: the upload keeps the line busy while the server stores each part.
+        await Promise.all([sender(), sender(), sender()]);
+      } catch (error) {
+        const state = await status(opened.status_url).catch(() => null);
+        if (state && state.finished) {  // refused while uploading (a ZIP whose directory breaks a limit)
+          showProgress(state.status_label, 1);
+          showFinished(state);
+          finished = true;
+          return;
         }
+        throw error;
+      } finally {
+        clearInterval(poller);
       }
-      setProgress("Waiting to be processed", 0);
       await postJson(opened.finish_url, {});
-      await follow(opened.status_url);
+      await follow(opened.status_url, totalBytes);
+      finished = true;
     } catch (error) {
       report("<b>The import stopped:</b> " + escapeHtml(error.message), "danger");
+      $("gc-import-bar").classList.add("bg-danger");
     } finally {
-      $("gc-import-start").disabled = chosen.files.length === 0;
+      // A finished or refused import is not sent again by a second click: choose the files anew.
+      resetChoice();
+      $("gc-import-start").disabled = true;
+      if (!finished) $("gc-import-chosen").textContent = "Choose the files again to retry.";
     }
   }
 

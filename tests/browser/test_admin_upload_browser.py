@@ -220,7 +220,25 @@ def open_import_page(page, live_server, study):
     assert page.locator("#gc-import-start").is_disabled()
 
 
-def test_field_day_zip_import(page, live_server, admin_login, screenshot, static_failures, tmp_path):
+def record_progress(page) -> None:
+    """Keep every text and width the import's progress bar shows, from the first change."""
+    page.evaluate(
+        """() => {
+            window.gcProgress = [];
+            const bar = document.getElementById("gc-import-bar");
+            const stage = document.getElementById("gc-import-stage");
+            new MutationObserver(() => window.gcProgress.push(
+                {percent: parseInt(bar.textContent, 10), stage: stage.textContent}
+            )).observe(document.getElementById("gc-import-progress-box"),
+                       {subtree: true, childList: true, characterData: true, attributes: true});
+        }"""
+    )
+
+
+def test_field_day_zip_import(
+    page, live_server, admin_login, screenshot, static_failures, tmp_path, settings
+):
+    settings.IMPORT_PART_BYTES = 64 * 1024  # several parts, sent three at a time, directory first
     study = StudyFactory(name="Field day study")
     admin_login(study_admin())
     archive = write_zip(
@@ -237,12 +255,18 @@ def test_field_day_zip_import(page, live_server, admin_login, screenshot, static
     screenshot("01-import-page")
     page.set_input_files("#gc-import-zip", str(archive))
     assert page.locator("#gc-import-chosen").inner_text() == "field-day.zip"
+    record_progress(page)
     page.click("#gc-import-start")
 
     report = page.locator("#gc-import-report .alert")
     report.wait_for()
     text = report.inner_text()
     assert "Imported." in text, text
+    shown = page.evaluate("window.gcProgress")
+    percents = [step["percent"] for step in shown if step["percent"] == step["percent"]]
+    assert percents == sorted(percents), f"the bar went back: {percents}"
+    assert shown[0]["stage"].startswith("Starting the upload of"), "something shows from the first moment"
+    assert any(step["stage"].startswith("Uploading ") for step in shown), [step["stage"] for step in shown]
     assert "3 photo(s) stored" in text
     assert "2 new patient(s) created" in text
     assert "alert-success" in report.get_attribute("class")
@@ -286,6 +310,8 @@ def test_field_day_zip_with_a_non_image_imports_nothing(
     assert "not an image" in text
     assert "alert-danger" in report.get_attribute("class")
     wait_for_full_progress_bar(page)
+    assert page.locator("#gc-import-start").is_disabled(), "the refused file is not offered again"
+    assert page.locator("#gc-import-zip").input_value() == ""
     screenshot("01-import-refused")
 
     assert ImageImport.objects.get(study=study).status == ImageImport.Status.FAILED

@@ -88,18 +88,26 @@ def test_expansion_limit_is_capped_by_the_largest_import(upload, importer, study
     nothing_stored()
 
 
-def test_expansion_is_also_counted_while_reading(upload, importer, study, monkeypatch, members_opened):
-    """A member's declared size can lie: what is read counts, whatever the directory said."""
-    # As if the directory declared sizes within the limit.
-    monkeypatch.setattr("studies.services._zip_refusals", lambda archive, **kwargs: [])
+def lying_zip(real_size: int, declared: int) -> bytes:
+    """A ZIP whose one member expands to `real_size` bytes while its headers declare `declared`."""
+    import struct
 
-    status = upload(importer, study, {"day.zip": bomb()})
+    data = bytearray(zip_of({"P001/R/a.jpg": bytes(real_size)}))
+    local = data.index(b"PK\x03\x04")
+    central = data.index(b"PK\x01\x02")
+    struct.pack_into("<I", data, local + 22, declared)
+    struct.pack_into("<I", data, central + 24, declared)
+    return bytes(data)
+
+
+def test_a_member_expanding_past_its_declared_size_is_refused(upload, importer, study):
+    """A member's declared size can lie: reading stops at what it declared, and the lie refuses the import."""
+    status = upload(importer, study, {"day.zip": lying_zip(real_size=5_000_000, declared=1_000)})
 
     assert status["status"] == "failed"
     (refusal,) = status["errors"]
-    assert refusal["file"] == "day.zip"
-    assert "expands to more than" in refusal["reason"] and "when read" in refusal["reason"]
-    assert len(members_opened) <= 2, "reading stopped at the limit"
+    assert refusal["file"] == "P001/R/a.jpg"
+    assert "expands to more than the 1000 bytes its ZIP entry declares" in refusal["reason"]
     nothing_stored()
 
 

@@ -138,8 +138,9 @@ def test_presigned_url_stops_working_when_it_expires(s3_storage, s3_server, pati
 
 
 def test_storage_failing_midway_leaves_no_rows_and_no_objects(
-    s3_storage, s3_server, patient, collector, monkeypatch
+    s3_storage, s3_server, patient, collector, monkeypatch, settings
 ):
+    settings.IMPORT_STORAGE_THREADS = 1  # one write after another, so the failure comes at a known point
     backend = storages["default"]  # the real S3Storage behind default_storage
     assert isinstance(backend, S3Storage)
     real_save = backend._save
@@ -159,7 +160,7 @@ def test_storage_failing_midway_leaves_no_rows_and_no_objects(
     with pytest.raises(StorageFailed, match="simulated"):
         _upload(patient, collector, photos)
 
-    assert len(calls) == 3
+    assert len(calls) == 3, "no write began after the failure"
     assert len(in_bucket_at_failure) == 2, "the first photo and its thumbnail really reached S3"
     assert not Image.objects.exists()
     assert s3_server.keys(_prefix(s3_storage)) == []
