@@ -29,4 +29,6 @@ req = urllib.request.Request('http://127.0.0.1:%s/healthz/' % os.environ.get('PO
 urllib.request.urlopen(req, timeout=4)"
 
 # Migrations run once per release (e.g. `docker run IMAGE python manage.py migrate`), not on every start.
+# Imports: `docker run IMAGE python manage.py run_workers` starts TASK_WORKERS db_worker processes
+# (one per core by default); run it in as many containers, on as many machines, as the load needs.
 CMD ["sh", "-c", "exec gunicorn wsgi:application --bind 0.0.0.0:${PORT} --workers ${WEB_CONCURRENCY:-3} --timeout 30 --access-logfile -"]

@@ -29,9 +29,9 @@ run: $(VENV)/.runtime
 	@echo "Sign in at http://$(HOST):$(PORT)/admin/ as admin / admin (demo users: see README)."
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
-## Background worker for field-day imports when TASKS_BACKEND=database.
+## Background workers (TASK_WORKERS of them) for field-day imports when TASKS_BACKEND=database.
 worker: $(VENV)/.runtime
-	$(PY) manage.py db_worker
+	$(PY) manage.py run_workers
 
 ## Debian's Chromium for the browser tests (installed when missing and we are root).
 browser:

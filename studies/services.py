@@ -596,28 +596,32 @@ def image_import_resume(*, image_import: ImageImport | None = None) -> list[int]
     """
     stale = timezone.now() - timedelta(minutes=settings.IMPORT_CHUNK_TIMEOUT_MINUTES)
     chunks_of = ImportChunk.objects.filter(
-        image_import__status__in=[ImageImport.Status.UPLOADING, ImageImport.Status.CHECKING]
+        image_import__status__in=[ImageImport.Status.UPLOADING, ImageImport.Status.CHECKING],
+        status__in=[ImportChunk.Status.RUNNING, ImportChunk.Status.READY],
+        claimed_at__lt=stale,
     )
     if image_import is not None:
         chunks_of = chunks_of.filter(image_import=image_import)
-    vanished = chunks_of.filter(status=ImportChunk.Status.RUNNING, claimed_at__lt=stale)
-    given_up = list(vanished.filter(attempts__gte=CHUNK_ATTEMPTS).values_list("pk", "image_import_id"))
-    for pk, import_id in given_up:
-        reason = f"photos could not be prepared: the worker stopped {CHUNK_ATTEMPTS} times"
-        ImportChunk.objects.filter(pk=pk, status=ImportChunk.Status.RUNNING).update(
-            status=ImportChunk.Status.DONE, prepared=[], refusals=[{"file": "(import)", "reason": reason}]
-        )
-        _import_store_when_prepared(import_id)
-    again = list(vanished.filter(attempts__lt=CHUNK_ATTEMPTS).values_list("pk", flat=True))
-    ImportChunk.objects.filter(pk__in=again, status=ImportChunk.Status.RUNNING).update(
-        status=ImportChunk.Status.READY, claimed_at=timezone.now()
-    )
-    lost = list(
-        chunks_of.filter(status=ImportChunk.Status.READY, claimed_at__lt=stale).values_list("pk", flat=True)
-    )
+    found = list(chunks_of.values_list("pk", "status", "attempts", "image_import_id"))
+    if not found:  # the usual answer, read without taking a write lock
+        return []
+    again = []
+    for pk, status, attempts, import_id in found:
+        if status == ImportChunk.Status.READY:  # a lost task: no worker took it
+            again.append(pk)
+        elif attempts >= CHUNK_ATTEMPTS:
+            reason = f"photos could not be prepared: the worker stopped {CHUNK_ATTEMPTS} times"
+            ImportChunk.objects.filter(pk=pk, status=ImportChunk.Status.RUNNING).update(
+                status=ImportChunk.Status.DONE, prepared=[], refusals=[{"file": "(import)", "reason": reason}]
+            )
+            _import_store_when_prepared(import_id)
+        elif ImportChunk.objects.filter(pk=pk, status=ImportChunk.Status.RUNNING, attempts=attempts).update(
+            status=ImportChunk.Status.READY, claimed_at=timezone.now()
+        ):
+            again.append(pk)
     with transaction.atomic():
-        _chunks_dispatch(again + lost)
-    return again + lost
+        _chunks_dispatch(again)
+    return again
 
 
 def _import_store_when_prepared(import_id: int) -> None:

@@ -24,8 +24,9 @@ def image_import_chunk_task(chunk_id: int) -> bool:
 @task()
 def storage_sweep_task() -> dict:
     """Remove abandoned import uploads and unreferenced files, then queue the next sweep."""
-    from .services import storage_sweep
+    from .services import image_import_resume, storage_sweep
 
+    image_import_resume()  # chunks of imports whose worker vanished, in case nobody watches the page
     try:
         sweep = storage_sweep(older_than=timedelta(hours=settings.STORAGE_SWEEP_AFTER_HOURS))
     finally:

@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from . import selectors, services
+from . import selectors, services, workers
 from .forms import ImportPartForm, ImportStartForm
 from .models import ImageImport, Study
 
@@ -88,6 +88,7 @@ def import_page(model_admin):
         study = get_object_or_404(Study, pk=study_id)
         if not _may_import(request):
             raise PermissionDenied
+        workers.warm()  # the embedded run's pool starts while the user picks the files
         context = {
             **model_admin.admin_site.each_context(request),
             "title": f"Import a field day into {study.name}",
@@ -123,6 +124,7 @@ def import_start(request: HttpRequest, study_id: int) -> JsonResponse:
         )
     except ValidationError as error:
         return _error(_messages(error))
+    workers.warm()
     return JsonResponse(
         {
             "id": image_import.pk,

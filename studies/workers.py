@@ -96,6 +96,15 @@ def uses_pool() -> bool:
     )
 
 
+def warm() -> None:
+    """Start the pool's processes ahead of the work (each takes about a second to start), without waiting."""
+    if not uses_pool():
+        return
+    pool = _pool()
+    for _ in range(settings.IMPORT_PROCESSES):
+        pool.submit(os.getpid)
+
+
 def chunks_dispatch(chunk_ids: list[int]) -> None:
     """Hand ready chunks to the pool (embedded run) or queue them for the `db_worker` processes."""
     from .tasks import image_import_chunk_task
