@@ -148,6 +148,7 @@ class Setup:
         self.root = root
         self.port = _free_port()
         self.processes: list[subprocess.Popen] = []
+        self.worker_count = 0
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "settings.dev",
@@ -182,6 +183,7 @@ class Setup:
         self._wait_ready()
 
     def workers_start(self, count: int, pin: bool = False) -> subprocess.Popen:
+        self.worker_count += count
         log = open(self.root / f"{self.name}-workers.log", "ab")
         process = subprocess.Popen(
             [PYTHON, "manage.py", "run_workers", "--workers", str(count), "--interval", "0.1"],
@@ -197,14 +199,37 @@ class Setup:
         return process
 
     def _wait_ready(self) -> None:
-        deadline = time.time() + 60
+        """Every server process has loaded the app (a request each), and every worker is polling."""
+        import urllib3
+
+        http = urllib3.PoolManager(maxsize=8)
+        deadline = time.time() + 120
         while time.time() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
+                if http.request("GET", f"http://127.0.0.1:{self.port}/livez/", timeout=5).status == 200:
+                    break
+            except urllib3.exceptions.HTTPError:
                 time.sleep(0.2)
-        raise RuntimeError(f"{self.name} server did not start; see {self.root}/{self.name}-server.log")
+        else:
+            raise RuntimeError(f"{self.name} server did not start; see {self.root}/{self.name}-server.log")
+        threads = [
+            threading.Thread(target=http.request, args=("GET", f"http://127.0.0.1:{self.port}/livez/"))
+            for _ in range(12)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.workers_ready()
+
+    def workers_ready(self) -> None:
+        """Every db_worker started has begun its loop (it logs "Starting worker")."""
+        log = self.root / f"{self.name}-workers.log"
+        deadline = time.time() + 120
+        while self.worker_count and time.time() < deadline:
+            if log.read_text().count("Starting worker") >= self.worker_count:
+                return
+            time.sleep(0.05)
 
     def peak_memory(self) -> dict[str, float]:
         """VmHWM (peak resident memory) of every process of the setup, in MB."""
@@ -277,13 +302,15 @@ class Client:
     def get_json(self, path: str) -> dict:
         return json.loads(self.http.request("GET", self.base + path, headers=self.headers).data)
 
-    def send_part(self, url: str, index: int, data: bytes) -> None:
+    def send_part(self, url: str, index: int, data: bytes) -> list[int]:
+        """Send one part; return the parts the server wants next (the rest of a ZIP's directory)."""
         answer = self.http.request(
             "POST", self.base + url, fields={"part_index": str(index), "data": ("part", data)},
             headers=self.headers,
         )  # fmt: skip
         if answer.status != 200:
             raise RuntimeError(f"part {index}: {answer.status} {answer.data[:300]!r}")
+        return json.loads(answer.data).get("wanted", [])
 
     def import_files(
         self, study: str, source: str, files: list[tuple[str, Path]], finish: bool = True
@@ -313,9 +340,15 @@ class Client:
                     index = queue.pop()
                 try:
                     data = space.read(index * opened["part_bytes"], opened["part_bytes"])
-                    self.send_part(opened["part_url"], index, data)
+                    wanted = self.send_part(opened["part_url"], index, data)
                 except Exception as error:
                     errors.append(error)
+                    continue
+                with lock:  # the queue pops from its end: wanted parts go there
+                    for part in wanted:
+                        if part in queue:
+                            queue.remove(part)
+                            queue.append(part)
 
         senders = [threading.Thread(target=sender) for _ in range(3)]
         for thread in senders:
@@ -438,8 +471,9 @@ def run(args) -> int:
                     client = Client(setup)
                     opened = client.import_files(setup.study, "zip", inputs["zip"], finish=False)["opened"]
                     client.post_json(opened["finish_url"], {})
-                    started = time.perf_counter()
                     setup.workers_start(count, pin=True)
+                    setup.workers_ready()
+                    started = time.perf_counter()
                     client.wait(opened["status_url"])
                     seconds = time.perf_counter() - started
                 finally:

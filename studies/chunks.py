@@ -128,17 +128,23 @@ class UploadFile(io.RawIOBase):
         self.position = max(0, base + offset)
         return self.position
 
-    def _block(self, number: int) -> bytes:
-        if number not in self.blocks:
-            self.blocks[number] = self.space.read(number * READ_BLOCK, READ_BLOCK)
-        return self.blocks[number]
+    def _block(self, position: int) -> tuple[int, bytes]:
+        """The block holding `position` and where it starts; blocks never cross a part's end."""
+        part_bytes = self.space.part_bytes
+        part, within = divmod(position, part_bytes)
+        start = part * part_bytes + within // READ_BLOCK * READ_BLOCK
+        if start not in self.blocks:
+            end = min(start + READ_BLOCK, (part + 1) * part_bytes, self.space.size)
+            self.blocks[start] = self.space.read(start, end - start)
+        return start, self.blocks[start]
 
     def readinto(self, buffer) -> int:
         wanted = min(len(buffer), max(0, self.space.size - self.position))
         done = 0
         while done < wanted:
-            number, offset = divmod(self.position + done, READ_BLOCK)
-            piece = self._block(number)[offset : offset + wanted - done]
+            start, block = self._block(self.position + done)
+            offset = self.position + done - start
+            piece = block[offset : offset + wanted - done]
             if not piece:
                 break
             buffer[done : done + len(piece)] = piece

@@ -399,8 +399,11 @@ def _chunks_plan(image_import: ImageImport, entries: list[dict]) -> None:
     image_import.save(update_fields=["files_total", "planned"])
 
 
-def _zip_plan(image_import: ImageImport, received: set[int]) -> list[Refusal] | None:
-    """Plan a ZIP's chunks from its central directory; None while the parts holding it are missing."""
+def _zip_plan(image_import: ImageImport, received: set[int]) -> list[Refusal]:
+    """Plan a ZIP's chunks from its central directory, or return why it is refused.
+
+    Raises PartMissing while a part holding the directory has not arrived.
+    """
     zip_name, zip_bytes = image_import.manifest[0]["path"], image_import.bytes_expected
     space = chunks.UploadSpace(
         import_id=image_import.pk, size=zip_bytes, part_bytes=image_import.part_bytes, received=received
@@ -412,8 +415,6 @@ def _zip_plan(image_import: ImageImport, received: set[int]) -> list[Refusal] | 
             return [Refusal(zip_name, chunks.entries_reason(declared))]
         reader.seek(0)
         archive = zipfile.ZipFile(reader)
-    except chunks.PartMissing:
-        return None
     except (zipfile.BadZipFile, EOFError, ValueError, OSError):
         return [Refusal(zip_name, "not a readable ZIP file")]
     planned = chunks.zip_entries(archive, zip_name=zip_name, zip_bytes=zip_bytes)
@@ -429,10 +430,14 @@ def _zip_entries_declared(joined: BinaryIO) -> int | None:
     return None if record is None else record[zipfile._ECD_ENTRIES_TOTAL]
 
 
-def image_import_part_save(*, image_import: ImageImport, part_index: int, data: BinaryIO, size: int) -> None:
+def image_import_part_save(
+    *, image_import: ImageImport, part_index: int, data: BinaryIO, size: int
+) -> list[int]:
     """Store one part of an import; sending the same part again replaces it.
 
     The chunks whose parts have now all arrived are handed to the workers.
+    Returns the parts wanted next: those holding a ZIP's directory that the
+    last part did not (so the browser sends them before the others).
     """
     if image_import.status != ImageImport.Status.UPLOADING:
         raise ValidationError("This import is no longer taking uploads.")
@@ -462,13 +467,18 @@ def image_import_part_save(*, image_import: ImageImport, part_index: int, data: 
             image_import.parts_received = sorted([*image_import.parts_received, part_index])
             image_import.save(update_fields=["parts_received"])
         received = set(image_import.parts_received)
+        wanted: list[int] = []
         if not image_import.planned and image_import.parts_total - 1 in received:
-            refusals = _zip_plan(image_import, received)
+            try:
+                refusals = _zip_plan(image_import, received)
+            except chunks.PartMissing as missing:
+                refusals, wanted = [], [missing.index]
             if refusals:
                 _import_refuse(image_import, refusals)
-                return
+                return []
         ready = _chunks_release(image_import, received, around=part_index)
     _chunks_dispatch(ready)
+    return wanted
 
 
 def _chunks_release(image_import: ImageImport, received: set[int], *, around: int | None = None) -> list[int]:
@@ -516,8 +526,9 @@ def image_import_finish(*, image_import: ImageImport) -> ImageImport:
                 f"Upload incomplete: part {shown}{more} of {image_import.parts_total} did not arrive."
             )
         if not image_import.planned:
-            refusals = _zip_plan(image_import, received)
-            if refusals is None:
+            try:
+                refusals = _zip_plan(image_import, received)
+            except chunks.PartMissing:  # every part arrived: the ZIP's end record points outside it
                 refusals = [Refusal(image_import.manifest[0]["path"], "not a readable ZIP file")]
             if refusals:
                 return _import_refuse(image_import, refusals)
@@ -592,7 +603,7 @@ def image_import_resume(*, image_import: ImageImport | None = None) -> list[int]
 
     After CHUNK_ATTEMPTS tries a chunk counts as refused, and so its import.
     Ready chunks that no worker took (a lost task) are handed out again too.
-    Returns the chunks handed out.
+    Returns the chunks handed out again or given up.
     """
     stale = timezone.now() - timedelta(minutes=settings.IMPORT_CHUNK_TIMEOUT_MINUTES)
     chunks_of = ImportChunk.objects.filter(
@@ -605,7 +616,7 @@ def image_import_resume(*, image_import: ImageImport | None = None) -> list[int]
     found = list(chunks_of.values_list("pk", "status", "attempts", "image_import_id"))
     if not found:  # the usual answer, read without taking a write lock
         return []
-    again = []
+    again, given_up = [], []
     for pk, status, attempts, import_id in found:
         if status == ImportChunk.Status.READY:  # a lost task: no worker took it
             again.append(pk)
@@ -614,6 +625,7 @@ def image_import_resume(*, image_import: ImageImport | None = None) -> list[int]
             ImportChunk.objects.filter(pk=pk, status=ImportChunk.Status.RUNNING).update(
                 status=ImportChunk.Status.DONE, prepared=[], refusals=[{"file": "(import)", "reason": reason}]
             )
+            given_up.append(pk)
             _import_store_when_prepared(import_id)
         elif ImportChunk.objects.filter(pk=pk, status=ImportChunk.Status.RUNNING, attempts=attempts).update(
             status=ImportChunk.Status.READY, claimed_at=timezone.now()
@@ -621,7 +633,7 @@ def image_import_resume(*, image_import: ImageImport | None = None) -> list[int]
             again.append(pk)
     with transaction.atomic():
         _chunks_dispatch(again)
-    return again
+    return again + given_up
 
 
 def _import_store_when_prepared(import_id: int) -> None:

@@ -161,7 +161,7 @@ def import_part(request: HttpRequest, import_id: int) -> JsonResponse:
         return _error("A part needs part_index and data.")
     data = form.cleaned_data["data"]
     try:
-        services.image_import_part_save(
+        wanted = services.image_import_part_save(
             image_import=image_import,
             part_index=form.cleaned_data["part_index"],
             data=data,
@@ -171,7 +171,7 @@ def import_part(request: HttpRequest, import_id: int) -> JsonResponse:
         return _error(_messages(error), 503)  # the page's script sends the part again
     except ValidationError as error:
         return _error(_messages(error))
-    return JsonResponse({"ok": True})
+    return JsonResponse({"ok": True, "wanted": wanted})
 
 
 @require_POST
@@ -192,8 +192,8 @@ def import_status(request: HttpRequest, import_id: int) -> JsonResponse:
         and image_import.created_by_id != request.user.pk
     ):
         return _error("Not yours.", 403)
-    if not image_import.is_finished:
-        services.image_import_resume(image_import=image_import)  # chunks whose worker vanished
+    if not image_import.is_finished and services.image_import_resume(image_import=image_import):
+        image_import.refresh_from_db()  # handing chunks out again may have finished or refused it
     return JsonResponse(
         {
             "id": image_import.pk,

@@ -75,6 +75,7 @@
     });
   }
 
+  // Returns the parts the server wants next (those holding the rest of a ZIP's directory).
   async function sendPart(url, partIndex, blob, onBytes) {
     for (let attempt = 1; ; attempt++) {
       let answer;
@@ -84,7 +85,7 @@
         if (attempt >= 3) throw error;
         answer = null;
       }
-      if (answer && answer.status >= 200 && answer.status < 300) { onBytes(blob.size); return; }
+      if (answer && answer.status >= 200 && answer.status < 300) { onBytes(blob.size); return answer.data.wanted || []; }
       if (answer && (answer.status < 500 || attempt >= 3)) {
         const error = new Error(answer.data.error || "Part refused (" + answer.status + ").");
         error.refused = answer.status === 400;
@@ -203,13 +204,17 @@
         status(opened.status_url).then((state) => { latest = state; redraw(); }).catch(() => {});
       }, 1000);
       try {
-        let next = 0;
+        const queue = order.slice();
         const sender = async () => {
-          while (next < order.length) {
-            const index = order[next++];
+          while (queue.length) {
+            const index = queue.shift();
             const start = index * opened.part_bytes;
             const blob = partBlob(files, offsets, start, Math.min(totalBytes, start + opened.part_bytes));
-            await sendPart(opened.part_url, index, blob, (bytes) => { sentOf.set(index, bytes); redraw(); });
+            const wanted = await sendPart(opened.part_url, index, blob, (bytes) => { sentOf.set(index, bytes); redraw(); });
+            for (const part of wanted.slice().reverse()) {  // sent next: the server needs them to start
+              const at = queue.indexOf(part);
+              if (at > 0) { queue.splice(at, 1); queue.unshift(part); }
+            }
           }
         };
         // Three parts in flight: the upload keeps the line busy while the server stores each part.
