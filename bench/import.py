@@ -149,6 +149,7 @@ class Setup:
         self.port = _free_port()
         self.processes: list[subprocess.Popen] = []
         self.worker_count = 0
+        self.log_name = f"{name}-{self.port}"  # logs of this setup only
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "settings.dev",
@@ -169,7 +170,7 @@ class Setup:
         _manage(env, "migrate", "--noinput")
         output = _manage(env, "shell", "-c", SESSION_SCRIPT, capture=True)
         self.session, self.study = output.strip().splitlines()[-1].split()
-        log = open(root / f"{name}-server.log", "ab")
+        log = open(root / f"{self.log_name}-server.log", "ab")
         if name == "database":
             command = [
                 PYTHON, "-m", "gunicorn", "wsgi:application", "--bind", f"127.0.0.1:{self.port}",
@@ -184,7 +185,7 @@ class Setup:
 
     def workers_start(self, count: int, pin: bool = False) -> subprocess.Popen:
         self.worker_count += count
-        log = open(self.root / f"{self.name}-workers.log", "ab")
+        log = open(self.root / f"{self.log_name}-workers.log", "ab")
         process = subprocess.Popen(
             [PYTHON, "manage.py", "run_workers", "--workers", str(count), "--interval", "0.1"],
             cwd=PROJECT, env=self.env, stdout=log, stderr=log,
@@ -211,7 +212,8 @@ class Setup:
             except urllib3.exceptions.HTTPError:
                 time.sleep(0.2)
         else:
-            raise RuntimeError(f"{self.name} server did not start; see {self.root}/{self.name}-server.log")
+            log = self.root / f"{self.log_name}-server.log"
+            raise RuntimeError(f"{self.name} server did not start; see {log}")
         threads = [
             threading.Thread(target=http.request, args=("GET", f"http://127.0.0.1:{self.port}/livez/"))
             for _ in range(12)
@@ -224,7 +226,7 @@ class Setup:
 
     def workers_ready(self) -> None:
         """Every db_worker started has begun its loop (it logs "Starting worker")."""
-        log = self.root / f"{self.name}-workers.log"
+        log = self.root / f"{self.log_name}-workers.log"
         deadline = time.time() + 120
         while self.worker_count and time.time() < deadline:
             if log.read_text().count("Starting worker") >= self.worker_count:

@@ -725,3 +725,44 @@ def test_the_embedded_run_imports_with_its_pool(pool, start, study, settings):
     assert status["status"] == "done", status["errors"]
     assert status["images_created"] == 12
     assert local_files() == files_of_rows()
+
+
+def test_pool_processes_exit_when_the_web_process_is_killed(tmp_path):
+    """A killed web process (runserver restarting, the OOM killer) leaves no pool process behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = (
+        "import os, django\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'settings.test'\n"
+        "django.setup()\n"
+        "from django.conf import settings\n"
+        "settings.IMPORT_PROCESSES = 2\n"
+        "from studies import workers\n"
+        "pool = workers._pool()\n"
+        "pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+        "print(' '.join(str(pid) for pid in pids), flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    web = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        children = [int(pid) for pid in web.stdout.readline().split()]
+        assert children and web.pid not in children
+        os.kill(web.pid, signal.SIGKILL)
+        web.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        assert alive == [], "pool processes outlived the web process"
+    finally:
+        web.kill()
