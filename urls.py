@@ -1,11 +1,11 @@
 """The Grading Center's URLs: the admin (with its grading pages), accounts, private files."""
 
-from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 import site_pages
 from accounts import views as accounts_views
+from admin_site import site as admin_site
 from studies.views import stored_file
 
 # The error pages in the admin's look; a 500 is Django's own handler with templates/500.html.
@@ -18,7 +18,7 @@ urlpatterns = [
         accounts_views.PasswordResetView.as_view(),
         name="admin_password_reset",
     ),
-    path("admin/", admin.site.urls),
+    path("admin/", admin_site.urls),  # every model's page: admin_site.py
     path("accounts/", include("accounts.urls")),
     path("api/", include("exports.urls")),
     path(

@@ -1,18 +1,18 @@
-"""Export and import buttons on the admin's lists, and API tokens issued from the users list."""
+"""The exports admin's parts: export (and patient import) buttons for the lists, API tokens.
+
+Nothing is registered here: admin_site.py registers every model once, composing each page from these
+mixins and the other apps' parts.
+"""
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import ValidationError
+from django.db.models import OuterRef
 from django.template.response import TemplateResponse
 from import_export.admin import ExportActionMixin, ExportMixin, ImportExportMixin
-from import_export.forms import ConfirmImportForm, ExportForm, ImportForm
-from knox.models import AuthToken
+from import_export.forms import ConfirmImportForm, ExportForm, ImportForm, SelectableFieldsExportForm
 
-from grading.admin import ConsensusAdmin, GradeAdmin, GradingPatientAdmin, GradingStudyAdmin
-from grading.models import Consensus, Grade
-from studies.admin import ImageAdmin
+from studies.admin import count_of
 from studies.models import Image, Patient, Study
 
 from . import resources, services
@@ -23,18 +23,47 @@ def may_export(request) -> bool:
     return request.user.is_superuser or request.user.has_perm("grading.view_all_grades")
 
 
+class CsvByDefault:
+    """The export form with CSV chosen, and no empty "---" format to choose."""
+
+    def __init__(self, formats, resources, **kwargs):
+        super().__init__(formats, resources, **kwargs)
+        field = self.fields["format"]
+        field.choices = [choice for choice in field.choices if choice[0] != ""]
+        titles = [str(file_format().get_title()).lower() for file_format in formats]
+        if "csv" in titles:
+            self.initial.setdefault("format", str(titles.index("csv")))
+
+
+class ExportFieldsForm(CsvByDefault, SelectableFieldsExportForm):
+    """Choose the format and the columns."""
+
+
+class ExportWholeForm(CsvByDefault, ExportForm):
+    """Choose the format; the columns are the resource's (grades: one per field of the grade types)."""
+
+
 class ExportsMixin(ExportActionMixin, ExportMixin):
+    """An export button on the list and an export action, for administrators and the Data team."""
+
+    export_form_class = ExportFieldsForm
+
     def has_export_permission(self, request):
         return may_export(request)
 
 
-admin.site.unregister(Study)
-
-
-@admin.register(Study)
-class ExportStudyAdmin(ExportsMixin, GradingStudyAdmin):
+class ExportsStudyMixin(ExportsMixin):
     resource_classes = [resources.StudyResource]
-    change_form_template = GradingStudyAdmin.change_form_template  # keeps "Import a field day"
+
+    def get_export_queryset(self, request):
+        """The listed studies with their exact counts (the list shows estimates for large studies)."""
+        patients = Patient.objects.filter(study=OuterRef("pk")).values("study")
+        images = Image.objects.filter(study=OuterRef("pk")).values("study")
+        return (
+            super()
+            .get_export_queryset(request)
+            .annotate(patient_count=count_of(patients), image_count=count_of(images))
+        )
 
 
 class PatientImportForm(ImportForm):
@@ -47,13 +76,10 @@ class PatientConfirmImportForm(ConfirmImportForm):
     study = forms.ModelChoiceField(queryset=Study.objects.all(), widget=forms.HiddenInput())
 
 
-admin.site.unregister(Patient)
+class ExportsPatientMixin(ExportsMixin, ImportExportMixin):
+    """Export the patients, and import a study's patients from a file."""
 
-
-@admin.register(Patient)
-class ExportPatientAdmin(ExportsMixin, ImportExportMixin, GradingPatientAdmin):
     resource_classes = [resources.PatientResource]
-    change_form_template = GradingPatientAdmin.change_form_template  # keeps the photo upload
     import_form_class = PatientImportForm
     confirm_form_class = PatientConfirmImportForm
 
@@ -77,37 +103,22 @@ class ExportPatientAdmin(ExportsMixin, ImportExportMixin, GradingPatientAdmin):
         return {}
 
 
-admin.site.unregister(Image)
-
-
-@admin.register(Image)
-class ExportImageAdmin(ExportsMixin, ImageAdmin):
+class ExportsImageMixin(ExportsMixin):
     resource_classes = [resources.ImageResource]
 
 
-admin.site.unregister(Grade)
-
-
-@admin.register(Grade)
-class ExportGradeAdmin(ExportsMixin, GradeAdmin):
+class ExportsGradeMixin(ExportsMixin):
     resource_classes = [resources.GradeWideResource, resources.GradeLongResource]
-    export_form_class = ExportForm  # the columns come from the grade types, not from a field list
+    export_form_class = ExportWholeForm  # the columns come from the grade types, not from a field list
 
 
-admin.site.unregister(Consensus)
-
-
-@admin.register(Consensus)
-class ExportConsensusAdmin(ExportsMixin, ConsensusAdmin):
+class ExportsConsensusMixin(ExportsMixin):
     resource_classes = [resources.ConsensusResource]
 
 
 # API tokens --------------------------------------------------------------
 
-admin.site.unregister(AuthToken)
 
-
-@admin.register(AuthToken)
 class AuthTokenAdmin(admin.ModelAdmin):
     """Issued tokens, shown by their key prefix only; the secret is never shown again."""
 
@@ -124,35 +135,10 @@ class AuthTokenAdmin(admin.ModelAdmin):
         return False
 
 
-User = get_user_model()
-admin.site.unregister(User)
-
-
-@admin.register(User)
-class GradingCenterUserAdmin(UserAdmin):
-    """Users; only superusers issue API tokens, grant superuser status or edit superusers."""
+class ApiTokenUserMixin:
+    """What exports adds to the users list: an action issuing API tokens, for superusers only."""
 
     actions = ["issue_api_token"]
-
-    def get_fieldsets(self, request, obj=None):
-        fieldsets = super().get_fieldsets(request, obj)
-        if request.user.is_superuser or obj is None:
-            return fieldsets
-        limited = []
-        for name, options in fieldsets:
-            kept = [f for f in options.get("fields", ()) if f not in ("is_superuser", "user_permissions")]
-            limited.append((name, {**options, "fields": kept}))
-        return limited
-
-    def has_change_permission(self, request, obj=None):
-        if obj is not None and obj.is_superuser and not request.user.is_superuser:
-            return False
-        return super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        if obj is not None and obj.is_superuser and not request.user.is_superuser:
-            return False
-        return super().has_delete_permission(request, obj)
 
     def has_issue_token_permission(self, request) -> bool:
         return request.user.is_superuser

@@ -1,24 +1,32 @@
-"""The grading admin: grade types defined on one page, grades with history, study and patient additions."""
+"""The grading admin's parts: grade types defined on one page, grades with history, consensus, and what
+grading adds to the study page (grade types, rules, agreement and certification reports) and to the
+patient page (grade history).
+
+Nothing is registered here: admin_site.py registers every model once, composing the pages.
+"""
 
 import csv
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin import DateFieldListFilter
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Case, F, Prefetch, Value, When
+from django.db.models import Case, F, Prefetch, Q, Value, When
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html_join
 
-from studies.admin import PatientAdmin, StudyAdmin
+from accounts import roles
+from studies.admin import LargeListMixin, PatientAdminBase, StudyAdminBase, StudyFilter
 from studies.models import Patient, Study
 
 from . import consensus, selectors, services
 from .certification import CERTIFICATION_COLUMNS, certification_report, certification_rows
 from .forms import GradeFieldForm, GradeTypeImportForm, StudyGradingForm
-from .models import Consensus, Grade, GradeEntry, GradeField, GradeOption, GradeType
+from .models import Consensus, Grade, GradeEntry, GradeField, GradeType
 from .reports import (
     AGREEMENT_COLUMNS,
     Ungradable,
@@ -40,7 +48,6 @@ class GradeFieldInline(admin.StackedInline):
         return super().get_queryset(request).prefetch_related("options")
 
 
-@admin.register(GradeType)
 class GradeTypeAdmin(admin.ModelAdmin):
     list_display = ["name", "unit", "is_active", "field_names", "study_names"]
     list_filter = ["is_active"]
@@ -123,7 +130,6 @@ class GradeTypeAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/grading/gradetype/import.html", context)
 
 
-@admin.register(GradeField)
 class GradeFieldAdmin(admin.ModelAdmin):
     list_display = ["name", "grade_type", "order", "required"]
     list_filter = ["grade_type", "required"]
@@ -131,7 +137,6 @@ class GradeFieldAdmin(admin.ModelAdmin):
     search_fields = ["name", "help_text"]
 
 
-@admin.register(GradeOption)
 class GradeOptionAdmin(admin.ModelAdmin):
     list_display = ["value", "label", "field", "order", "ungradable"]
     list_filter = ["field__grade_type", "ungradable"]
@@ -153,6 +158,17 @@ def _answers_html(grade: Grade):
 ENTRIES = Prefetch("entries", queryset=GradeEntry.objects.select_related("field", "option"))
 
 
+class GraderFilter(admin.RelatedFieldListFilter):
+    """Those who grade (the Graders and Adjudicators groups, and every study's graders), listed from the
+    users table rather than from every grade."""
+
+    def field_choices(self, field, request, model_admin):
+        users = get_user_model().objects.filter(
+            Q(groups__name__in=[roles.GRADERS, roles.ADJUDICATORS]) | Q(graded_studies__isnull=False)
+        )
+        return list(users.distinct().order_by("username").values_list("pk", "username"))
+
+
 class CurrentFilter(admin.SimpleListFilter):
     title = "current or superseded"
     parameter_name = "current"
@@ -166,8 +182,10 @@ class CurrentFilter(admin.SimpleListFilter):
         return queryset
 
 
-@admin.register(Grade)
-class GradeAdmin(admin.ModelAdmin):
+class GradeAdminBase(LargeListMixin, admin.ModelAdmin):
+    """Grades with their answers; a grader sees their own, masked as on the grading pages. Exports adds
+    the export button."""
+
     list_display = [
         "pk",
         "patient_code",
@@ -183,7 +201,7 @@ class GradeAdmin(admin.ModelAdmin):
     ]
     list_display_links = ["pk"]
     search_fields = ["patient__code", "note"]
-    date_hierarchy = "created_at"
+    ordering = ["-id"]  # newest first, along the primary key
     readonly_fields = [
         "patient",
         "grade_type",
@@ -233,10 +251,11 @@ class GradeAdmin(admin.ModelAdmin):
 
     def get_list_filter(self, request):
         filters = [
-            ("patient__study", admin.RelatedOnlyFieldListFilter), "grade_type", "eye", "kind", CurrentFilter,
+            ("patient__study", StudyFilter), "grade_type", "eye", "kind", CurrentFilter,
+            ("created_at", DateFieldListFilter),
         ]  # fmt: skip
         if selectors.sees_patient_codes(viewer=request.user):
-            filters.insert(1, ("grader", admin.RelatedOnlyFieldListFilter))
+            filters.insert(1, ("grader", GraderFilter))
         return filters
 
     def has_add_permission(self, request):
@@ -268,12 +287,12 @@ class GradeAdmin(admin.ModelAdmin):
         return _answers_html(grade)
 
 
-@admin.register(GradeEntry)
-class GradeEntryAdmin(admin.ModelAdmin):
+class GradeEntryAdmin(LargeListMixin, admin.ModelAdmin):
     """Single answers, for those who may see every grade (graders see theirs under Grades)."""
 
     list_display = ["grade", "field", "option"]
     list_filter = ["field__grade_type", "field"]
+    ordering = ["-id"]  # newest first, along the primary key
     list_select_related = [
         "grade__patient__study", "grade__grade_type", "grade__grader", "field__grade_type", "option",
     ]  # fmt: skip
@@ -341,19 +360,18 @@ def _listed(field: str) -> str:
     return "grade_type_names" if field == "grade_types" else field
 
 
-admin.site.unregister(Study)
+class GradingStudyMixin:
+    """What grading adds to the study page: grade types and certification in the form, the rules'
+    consequences on save, and the agreement and certification report pages."""
 
-
-@admin.register(Study)
-class GradingStudyAdmin(StudyAdmin):
     form = StudyGradingForm
     fieldsets = [
-        *StudyAdmin.fieldsets[:1],
-        ("Grading", {"fields": ["grade_types", *StudyAdmin.fieldsets[1][1]["fields"]]}),
+        *StudyAdminBase.fieldsets[:1],
+        ("Grading", {"fields": ["grade_types", *StudyAdminBase.fieldsets[1][1]["fields"]]}),
         ("Certification", {"fields": ["is_certification", "pass_kappa", "certification_required"]}),
-        *StudyAdmin.fieldsets[2:],
+        *StudyAdminBase.fieldsets[2:],
     ]
-    readonly_fields = [*StudyAdmin.readonly_fields, "grade_type_names"]
+    readonly_fields = [*StudyAdminBase.readonly_fields, "grade_type_names"]
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
@@ -446,12 +464,10 @@ class GradingStudyAdmin(StudyAdmin):
         )  # fmt: skip
 
 
-admin.site.unregister(Patient)
+class GradingPatientMixin:
+    """What grading adds to the patient page: the grade history, and deletion that refuses graded patients."""
 
-
-@admin.register(Patient)
-class GradingPatientAdmin(PatientAdmin):
-    inlines = [*PatientAdmin.inlines, GradeHistoryInline]
+    inlines = [*PatientAdminBase.inlines, GradeHistoryInline]
 
     def delete_model(self, request, obj):
         services.patients_delete(patients=Patient.objects.filter(pk=obj.pk))
@@ -460,8 +476,7 @@ class GradingPatientAdmin(PatientAdmin):
         services.patients_delete(patients=queryset)
 
 
-@admin.register(Consensus)
-class ConsensusAdmin(admin.ModelAdmin):
+class ConsensusAdminBase(LargeListMixin, admin.ModelAdmin):
     """Each patient's consensus per field (and eye), and how it was reached: read-only, kept by saves."""
 
     list_display = [
@@ -475,10 +490,10 @@ class ConsensusAdmin(admin.ModelAdmin):
         "graders",
         "votes",
     ]
-    list_filter = ["method", ("patient__study", admin.RelatedOnlyFieldListFilter), "grade_type", "eye"]
+    list_filter = ["method", ("patient__study", StudyFilter), "grade_type", "eye"]
     list_select_related = ["patient__study", "grade_type", "field", "option"]
     search_fields = ["patient__code"]
-    ordering = ["patient__study__name", "patient__code", "grade_type__name", "eye", "field__order"]
+    ordering = ["patient_id", "field_id", "eye"]  # a patient's rows together, along the unique index
     fields = ["patient", "grade_type", "eye", "field", "option", "method", "graders", "votes", "updated_at"]
     readonly_fields = fields
 

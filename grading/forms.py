@@ -1,8 +1,8 @@
 """Admin forms for grading: a field's options typed as lines, a study's grade types."""
 
 from django import forms
-from django.contrib.admin.widgets import FilteredSelectMultiple
 
+from studies.forms import StudyForm
 from studies.models import Study
 
 from .certification import certification_results
@@ -77,23 +77,26 @@ class GradeFieldForm(forms.ModelForm):
         return options
 
 
-class StudyGradingForm(forms.ModelForm):
+class StudyGradingForm(StudyForm):
     """The study form with the grade types the study is graded with."""
 
     grade_types = forms.ModelMultipleChoiceField(
         queryset=GradeType.objects.filter(is_active=True),
         required=False,
-        widget=FilteredSelectMultiple("grade types", is_stacked=False),
+        widget=forms.CheckboxSelectMultiple(),
         help_text="Graders fill one form per grade type for every patient.",
     )
 
-    class Meta:
-        model = Study
+    class Meta(StudyForm.Meta):
         fields = [
             "name", "region", "description", "is_active", "graders",
             "masked_codes", "randomized_order", "graders_per_patient", "repeat_share",
             "repeat_gap_min", "is_certification", "pass_kappa", "certification_required",
         ]  # fmt: skip
+        widgets = {
+            **StudyForm.Meta.widgets,
+            "pass_kappa": forms.NumberInput(attrs={"class": "form-control", "style": "max-width: 10rem"}),
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

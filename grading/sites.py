@@ -44,7 +44,7 @@ class GradingCenterAdminSite(AdminSite):
     def index(self, request, extra_context=None):
         """Graders, who have nothing else in the admin, start on their grading dashboard.
 
-        So do adjudicators with no other role, on the adjudication index.
+        So do adjudicators with no other role, on the adjudication index; other staff on the study dashboard.
         """
         from django.shortcuts import redirect
 
@@ -53,7 +53,10 @@ class GradingCenterAdminSite(AdminSite):
             return redirect("admin:grading_dashboard")
         if _adjudicates_only(user):
             return redirect("admin:grading_adjudication")
-        return super().index(request, extra_context)
+        # Everyone else: the study dashboard (templates/admin/index.html).
+        from .dashboard import home_dashboard
+
+        return super().index(request, {"dashboard": home_dashboard(viewer=user), **(extra_context or {})})
 
 
 def _adjudicates_only(user) -> bool:

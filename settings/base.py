@@ -196,6 +196,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("DJANGO_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+# Dates read "26 Nov 2026" everywhere (settings/formats/en/formats.py; Django's English formats otherwise,
+# which a DATE_FORMAT setting here could not override).
+FORMAT_MODULE_PATH = ["settings.formats"]
 
 # Files. Images are private: local files are served by a permission-checked
 # view under MEDIA_URL, S3 objects through short-lived pre-signed URLs.

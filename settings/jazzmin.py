@@ -10,8 +10,13 @@ JAZZMIN_SETTINGS = {
     "site_brand": "Grading Center",
     "welcome_sign": "Grading Center: studies, photos and grades",
     "copyright": "Grading Center",
+    "site_logo": "gradingcenter/logo.svg",
+    "site_icon": "gradingcenter/logo.svg",
+    "site_logo_classes": "",
     "use_google_fonts_cdn": False,
     "show_ui_builder": False,
+    # "+" beside a select opens a popup window: the modal would need an iframe, which the CSP forbids
+    # (frame-ancestors 'none'); admin.css keeps AdminLTE's overlay off the popup.
     "related_modal_active": False,
     "navigation_expanded": True,
     "topmenu_links": [
@@ -76,6 +81,7 @@ JAZZMIN_SETTINGS = {
     "changeform_format": "single",
     "changeform_format_overrides": {"auth.user": "collapsible", "auth.group": "vertical_tabs"},
     "custom_css": "gradingcenter/admin.css",
+    "custom_js": "gradingcenter/admin.js",
 }
 
 JAZZMIN_UI_TWEAKS = {

@@ -4,9 +4,10 @@ import tempfile
 from pathlib import Path
 
 from django import forms
+from django.db.models import Q
 
 from . import services
-from .models import Eye, Patient
+from .models import Eye, Patient, Study
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -92,3 +93,39 @@ class ImportStartForm(forms.Form):
 class ImportPartForm(forms.Form):
     part_index = forms.IntegerField(min_value=0)
     data = forms.FileField(allow_empty_file=True)
+
+
+class StudyForm(forms.ModelForm):
+    """The study form: graders are ticked among the Graders group (and those already assigned)."""
+
+    class Meta:
+        model = Study
+        fields = [
+            "name", "region", "description", "is_active", "graders", "masked_codes", "randomized_order",
+            "graders_per_patient", "repeat_share", "repeat_gap_min",
+        ]  # fmt: skip
+        widgets = {
+            "name": forms.TextInput(attrs={"class": "vTextField form-control"}),
+            # A list to tick: every name whole, and no "Hold down Control" as a multiple select needs.
+            "graders": forms.CheckboxSelectMultiple(),
+            **{
+                name: forms.NumberInput(attrs={"class": "form-control", "style": "max-width: 10rem"})
+                for name in ("graders_per_patient", "repeat_share", "repeat_gap_min")
+            },
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        graders = self.fields.get("graders")
+        if graders is not None:
+            from accounts.roles import GRADERS
+
+            users = graders.queryset.model.objects.filter(is_active=True)
+            offered = Q(groups__name=GRADERS)
+            if self.instance.pk:
+                offered |= Q(pk__in=self.instance.graders.values("pk"))
+            graders.queryset = users.filter(offered).distinct().order_by("username")
+            graders.help_text = (
+                "Members of the Graders group who may grade this study. "
+                "To offer someone here, add them to the Graders group on their user page."
+            )

@@ -8,6 +8,7 @@
     const fields = Array.from(document.querySelectorAll(".gc-field"));
     const note = document.getElementById("gc-note");
     const save = document.getElementById("gc-save");
+    const announce = document.getElementById("gc-announce");
     let current = 0;
 
     function focusField(index) {
@@ -32,12 +33,24 @@
       const options = field.querySelectorAll("input[type=radio]");
       if (number < 1 || number > options.length) return;
       options[number - 1].checked = true;
-      field.classList.remove("gc-invalid");
+      answered(field);
+      if (announce) {
+        announce.textContent = (field.dataset.label || field.dataset.name) + ": " +
+          options[number - 1].closest("label").textContent.trim().replace(/^\d+\s*/, "");
+      }
       if (current < fields.length - 1) focusField(current + 1);
       else {
         fields.forEach((f) => f.classList.remove("gc-focused"));
         save.focus();
       }
+    }
+
+    // An answered field drops its "is required." message, the server's as well as ours.
+    function answered(field) {
+      field.classList.remove("gc-invalid");
+      field.removeAttribute("aria-invalid");
+      field.removeAttribute("aria-describedby");
+      field.querySelectorAll(".gc-error").forEach((message) => message.remove());
     }
 
     function firstUnanswered() {
@@ -51,11 +64,7 @@
         fields.forEach((f, i) => f.classList.toggle("gc-focused", i === index));
         showEyeOf(field);
       });
-      field.addEventListener("change", () => {
-        field.classList.remove("gc-invalid");
-        field.removeAttribute("aria-invalid");
-        field.querySelectorAll(".gc-client-error").forEach((message) => message.remove());
-      });
+      field.addEventListener("change", () => answered(field));
     });
 
     // Viewer ------------------------------------------------------------
@@ -149,11 +158,13 @@
         const field = fields[missing];
         field.classList.add("gc-invalid");
         field.setAttribute("aria-invalid", "true");
-        if (!field.querySelector(".gc-client-error")) {
+        if (!field.querySelector(".gc-error")) {
           const message = document.createElement("div");
           message.className = "text-danger small gc-error gc-client-error";
+          message.id = "gc-error-" + field.querySelector("input[type=radio]").name;
           message.textContent = (field.dataset.label || field.dataset.name) + " is required.";
           field.appendChild(message);
+          field.setAttribute("aria-describedby", message.id);
         }
         focusField(missing);
         return;

@@ -207,7 +207,7 @@ def test_grader_grades_three_patients_with_the_keyboard_and_regrades_one(
         graded_ids.append(patient_id_of(page.url))
         # Masked: the label counts, the code shows nowhere (page, photo addresses, title).
         assert page.locator(".breadcrumb-item.active").inner_text().strip() == f"Patient {number} of 3"
-        assert page.locator(".app-content-header h3").inner_text().strip() == f"Patient {number} of 3"
+        assert page.locator(".app-content-header h1").inner_text().strip() == f"Patient {number} of 3"
         content = page.content()
         assert not [code for code in codes if code in content]
         assert not [code for code in codes if code in page.title()]
@@ -268,7 +268,7 @@ def test_grader_grades_three_patients_with_the_keyboard_and_regrades_one(
     follow_link_with_keyboard(page, regrade)
     wait_for_grading_page(page)
     assert patient_id_of(page.url) == graded_ids[0]
-    assert page.locator(".app-content-header h3").inner_text().strip() == "Re-grading Patient #1"
+    assert page.locator(".app-content-header h1").inner_text().strip() == "Re-grading Patient #1"
     assert not [code for code in codes if code in page.content()]
     assert page.locator("#gc-progress-text").inner_text() == "3 graded, 0 to go"
     assert chosen_labels(page) == keyed[0]  # the earlier answers, to change
@@ -435,7 +435,7 @@ def test_a_grader_beaten_to_the_last_slot_is_told_and_sent_on(page, live_server,
     assert patient_id_of(page.url) == patients[1].pk  # sent on to the next patient
     warning = " ".join(page.locator(".alert").all_inner_texts())
     assert "already has its 1 grader(s), so your answers were not saved" in warning
-    assert page.locator(".app-content-header h3").inner_text().strip() == "Patient 1 of 1"
+    assert page.locator(".app-content-header h1").inner_text().strip() == "Patient 1 of 1"
     screenshot("01-refused-and-sent-on")
     assert not Grade.objects.filter(grader=grader).exists()
 
