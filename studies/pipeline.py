@@ -127,15 +127,15 @@ def _decoded(picture: PILImage.Image) -> None:
         raise ImageRefused(f"damaged or truncated image data ({error})") from None
 
 
-def _thumbnail_bytes(picture: PILImage.Image) -> bytes:
-    """A small upright JPEG of an already decoded, upright picture."""
+def _thumbnail_bytes(picture: PILImage.Image, *, consume: bool = False) -> bytes:
+    """A small upright JPEG of an already decoded, upright picture (shrunk in place with `consume`)."""
     size = settings.IMAGE_THUMBNAIL_SIZE
     if picture.mode not in ("RGB", "L", "RGBA", "LA"):
         has_alpha = "A" in picture.getbands() or "transparency" in picture.info
         picture = picture.convert("RGBA" if has_alpha else "RGB")
     # reduce() makes a new, smaller image at once: no full-size copy of a 12 MP photo.
     factor = max(1, min(picture.width, picture.height) // (2 * size))
-    small = picture.reduce(factor) if factor > 1 else picture.copy()
+    small = picture.reduce(factor) if factor > 1 else picture if consume else picture.copy()
     small.thumbnail((size, size), reducing_gap=2.0)
     if small.mode not in ("RGB", "L"):
         if "A" in small.getbands():
@@ -303,15 +303,16 @@ def image_prepare(source: BinaryIO, *, name: str, workdir: Path) -> PreparedImag
         _decoded(picture)
         upright = _orient(picture, orientation)
         stored_path = _stored_reencoded(picture, upright, image_format, workdir, source)
-        thumbnail = _thumbnail_bytes(upright)
         width, height = upright.size
+        thumbnail = _thumbnail_bytes(upright, consume=True)
     else:
         width, height = picture.size
         if image_format == "JPEG":
             thumbnail_side = settings.IMAGE_THUMBNAIL_SIZE
             picture.draft(None, (thumbnail_side, thumbnail_side))
         _decoded(picture)
-        thumbnail = _thumbnail_bytes(picture)
+        # A TIFF may still need the full picture, to be re-encoded without its metadata.
+        thumbnail = _thumbnail_bytes(picture, consume=image_format != "TIFF")
         reencode = partial(_stored_copy_reencoded, picture, image_format, workdir, source)
         stored_path = _stored_clean(source, image_format, workdir, reencode)
     del picture, source  # not close(): that would close the caller's file too
