@@ -9,9 +9,10 @@ Builds N eyelid-like JPEGs with sensor-like noise (500 patients x 2 eyes for
 1. the floor: the bare per-photo work on one core, in this process, over the
    same files: read, SHA-256, decode (draft mode), thumbnail, JPEG encode,
    and two file writes;
-2. the field-day import end to end, as the import page does it (start, the
-   parts three at a time with the ZIP's last part first, finish, then the
-   status until done), timed from the first byte to "done":
+2. the field-day import end to end, as the import page does it (the page
+   opened, 3 s to pick the files, then start, the parts three at a time with
+   the ZIP's last part first, finish, the status until done), timed from the
+   first byte to "done":
    - database: gunicorn (3 workers) + PostgreSQL (a throwaway database) +
      `manage.py run_workers` (TASK_WORKERS = the machine's cores);
    - embedded: `manage.py runserver` on SQLite, the immediate task backend and
@@ -51,6 +52,7 @@ if str(PROJECT) not in sys.path:
 PYTHON = sys.executable
 MB = 1024 * 1024
 PG_DATABASE = "gc_bench_import"
+PICKING_SECONDS = 3  # between opening the import page and starting the upload: a user picking the files
 PG_URL = f"postgres://postgres@127.0.0.1:5432/{PG_DATABASE}"
 
 
@@ -248,6 +250,28 @@ class Setup:
                         peaks[f"{pid} {command.strip()}"] = int(line.split()[1]) / 1024
         return peaks
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far: the web server, the workers (db_workers or the pool), PostgreSQL."""
+        tick = os.sysconf("SC_CLK_TCK")
+        used = {"web": 0.0, "workers": 0.0, "postgres": 0.0}
+        web, *workers = self.processes
+        roles = {pid: "web" for pid in [web.pid, *_descendants(web.pid)]}
+        for top in workers:
+            roles |= {pid: "workers" for pid in [top.pid, *_descendants(top.pid)]}
+        if self.name == "embedded":  # the pool's processes are the web process's children
+            roles |= {pid: "workers" for pid in _descendants(web.pid)}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                name = stat.read_text().split("(", 1)[1].split(")", 1)[0]
+            except OSError:
+                continue
+            pid = int(stat.parent.name)
+            role = roles.get(pid) or ("postgres" if name.startswith("postgres") else None)
+            if role:
+                used[role] += (int(fields[11]) + int(fields[12])) / tick
+        return used
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.send_signal(signal.SIGTERM)
@@ -313,6 +337,14 @@ class Client:
         if answer.status != 200:
             raise RuntimeError(f"part {index}: {answer.status} {answer.data[:300]!r}")
         return json.loads(answer.data).get("wanted", [])
+
+    def open_page(self, study: str) -> None:
+        """Open the import page, as a user does before picking the files (the embedded pool starts)."""
+        answer = self.http.request(
+            "GET", f"{self.base}/admin/studies/study/{study}/import/", headers=self.headers
+        )
+        if answer.status != 200:
+            raise RuntimeError(f"import page: {answer.status}")
 
     def import_files(
         self, study: str, source: str, files: list[tuple[str, Path]], finish: bool = True
@@ -449,7 +481,11 @@ def run(args) -> int:
                 setup = Setup(name, root, storage_env, workers=cores)
                 try:
                     client = Client(setup)
+                    client.open_page(setup.study)
+                    time.sleep(PICKING_SECONDS)
+                    cpu_before = setup.cpu_seconds()
                     timing = client.import_files(setup.study, source, inputs[source])
+                    cpu_after = setup.cpu_seconds()
                     peaks = setup.peak_memory()
                 finally:
                     setup.stop()
@@ -461,6 +497,11 @@ def run(args) -> int:
                     f"{name:<10} {source:<7} {seconds:8.2f} {args.count / seconds:9.0f} {ratio:6.2f} "
                     f"{goals[source]:5.1f} {share:6.0%}  [{memory}]",
                     flush=True,
+                )
+                cpu = {role: cpu_after[role] - cpu_before[role] for role in cpu_after}
+                workers = f"workers {cpu['workers']:.1f} ({cpu['workers'] / floor:.2f}x the floor)"
+                print(
+                    f"{'':<18} CPU seconds: {workers}, web {cpu['web']:.1f}, PostgreSQL {cpu['postgres']:.1f}"
                 )
 
         if args.scaling:

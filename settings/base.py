@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from boto3.s3.transfer import TransferConfig
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -233,6 +234,10 @@ else:
         "BACKEND": "studies.storage.PrivateFileSystemStorage",
         "OPTIONS": {"location": MEDIA_ROOT, "base_url": MEDIA_URL},
     }
+
+# Each file goes to S3 in one PutObject (an import's part is 8 MB): no multipart upload below 64 MB,
+# and no thread pool per write (the writers already send IMPORT_STORAGE_THREADS at once).
+AWS_S3_TRANSFER_CONFIG = TransferConfig(multipart_threshold=64 * 1024 * 1024, use_threads=False)
 
 
 def s3_image_sources() -> list[str]:
