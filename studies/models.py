@@ -175,7 +175,7 @@ class Image(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.patient.code} {self.get_eye_display().lower()} eye #{self.pk}"
+        return f"{self.patient.code}, {self.get_eye_display().lower()} eye, {self.original_name or 'photo'}"
 
 
 def _new_token() -> str:

@@ -52,10 +52,10 @@ def test_change_pages_render_with_bounded_queries(admin_client, collector, djang
     study = StudyFactory()
     populate(study, 3, collector)
     patient = study.patients.first()
-    for n in range(20):  # a patient with many photos
+    for n in range(20):  # a patient with many photos (seeds apart from populate's 1000 * pk + n)
         images_upload(
             patient=patient,
-            files=[(f"more{n}.jpg", io.BytesIO(images.jpeg((16, 16), seed=5000 + n)))],
+            files=[(f"more{n}.jpg", io.BytesIO(images.jpeg((16, 16), seed=999_000 + n)))],
             eye="L",
             uploaded_by=collector,
         )
