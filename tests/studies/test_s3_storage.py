@@ -141,20 +141,23 @@ def test_storage_failing_midway_leaves_no_rows_and_no_objects(
     s3_storage, s3_server, patient, collector, monkeypatch, settings
 ):
     settings.IMPORT_STORAGE_THREADS = 1  # one write after another, so the failure comes at a known point
+    from botocore.client import BaseClient
+
     backend = storages["default"]  # the real S3Storage behind default_storage
     assert isinstance(backend, S3Storage)
-    real_save = backend._save
+    real_call = BaseClient._make_api_call
     calls: list[str] = []
     in_bucket_at_failure: list[str] = []
 
-    def save_then_fail(name, content):
-        calls.append(name)
-        if len(calls) == 3:  # photo 1 and its thumbnail are written; photo 2 fails
-            in_bucket_at_failure.extend(s3_server.keys(_prefix(s3_storage)))
-            raise OSError("S3 connection reset (simulated)")
-        return real_save(name, content)
+    def put_then_fail(client, operation, params):
+        if operation == "PutObject":
+            calls.append(params["Key"])
+            if len(calls) == 3:  # photo 1 and its thumbnail are written; photo 2 fails
+                in_bucket_at_failure.extend(s3_server.keys(_prefix(s3_storage)))
+                raise OSError("S3 connection reset (simulated)")
+        return real_call(client, operation, params)
 
-    monkeypatch.setattr(backend, "_save", save_then_fail)
+    monkeypatch.setattr(BaseClient, "_make_api_call", put_then_fail)
     photos = {f"photo{n}.jpg": images.jpeg((320, 240), seed=10 + n) for n in range(3)}
 
     with pytest.raises(StorageFailed, match="simulated"):

@@ -190,17 +190,20 @@ def test_s3_server_stopping_during_a_bulk_upload(
 ):
     """A clear error, no rows, and no objects once the server is back (the sweep removes what it kept)."""
     settings.IMPORT_STORAGE_THREADS = 1  # one write after another: the server stops between two writes
+    from botocore.client import BaseClient
+
     backend = stoppable_s3_storage
-    real_save = backend._save
+    real_call = BaseClient._make_api_call
     saved: list[str] = []
 
-    def save_until_the_server_stops(name, content):
-        if len(saved) == 4:  # two photos and their thumbnails are in the bucket
-            stoppable_s3_server.stop()
-        saved.append(name)
-        return real_save(name, content)
+    def put_until_the_server_stops(client, operation, params):
+        if operation == "PutObject":
+            if len(saved) == 4:  # two photos and their thumbnails are in the bucket
+                stoppable_s3_server.stop()
+            saved.append(params["Key"])
+        return real_call(client, operation, params)
 
-    monkeypatch.setattr(backend, "_save", save_until_the_server_stops)
+    monkeypatch.setattr(BaseClient, "_make_api_call", put_until_the_server_stops)
     prefix = f"{backend.location}/"
     client = client_for(collector)
 
