@@ -112,7 +112,9 @@ def file_write(key: str, content: bytes | Path | File, *, storage: Storage = def
 
 def _s3_put(storage: S3Storage, key: str, content: bytes | Path | File) -> None:
     params = storage._get_write_parameters(key, content if isinstance(content, File) else None)
-    client = storage.connection.meta.client  # one per thread: safe to call from a pool
+    # The storage keeps one Bucket, and so one client, for every thread (clients are thread-safe);
+    # its `connection` would make a new client, about 0.2 s of CPU, in each new thread.
+    client = storage.bucket.meta.client
     target = {"Bucket": storage.bucket_name, "Key": _s3_key(storage, key), **params}
     if isinstance(content, Path):
         with open(content, "rb") as body:
@@ -167,7 +169,7 @@ def range_read(key: str, start: int, length: int, *, storage: Storage = default_
     if length <= 0:
         return b""
     if isinstance(storage, S3Storage):
-        answer = storage.connection.meta.client.get_object(
+        answer = storage.bucket.meta.client.get_object(
             Bucket=storage.bucket_name, Key=_s3_key(storage, key), Range=f"bytes={start}-{start + length - 1}"
         )
         return answer["Body"].read()
@@ -187,7 +189,7 @@ def files_delete_many(keys: Iterable[str], *, storage: Storage = default_storage
         for start in range(0, len(keys), 1000):
             batch = keys[start : start + 1000]
             try:
-                answer = storage.connection.meta.client.delete_objects(
+                answer = storage.bucket.meta.client.delete_objects(
                     Bucket=storage.bucket_name,
                     Delete={"Objects": [{"Key": _s3_key(storage, key)} for key in batch], "Quiet": True},
                 )
