@@ -25,7 +25,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
 from . import chunks, selectors, workers
@@ -602,8 +602,9 @@ def image_import_resume(*, image_import: ImageImport | None = None) -> list[int]
     """Hand out again the chunks whose worker vanished (claimed over IMPORT_CHUNK_TIMEOUT_MINUTES ago).
 
     After CHUNK_ATTEMPTS tries a chunk counts as refused, and so its import.
-    Ready chunks that no worker took (a lost task) are handed out again too.
-    Returns the chunks handed out again or given up.
+    Ready chunks that no worker took (a lost task) are handed out again too,
+    and an import whose worker died while storing its rows is stored again.
+    Returns the chunks handed out again or given up, and the imports stored again.
     """
     stale = timezone.now() - timedelta(minutes=settings.IMPORT_CHUNK_TIMEOUT_MINUTES)
     chunks_of = ImportChunk.objects.filter(
@@ -614,8 +615,14 @@ def image_import_resume(*, image_import: ImageImport | None = None) -> list[int]
     if image_import is not None:
         chunks_of = chunks_of.filter(image_import=image_import)
     found = list(chunks_of.values_list("pk", "status", "attempts", "image_import_id"))
-    if not found:  # the usual answer, read without taking a write lock
+    stuck = _imports_stuck_storing(stale=stale, image_import=image_import)
+    if not found and not stuck:  # the usual answer, read without taking a write lock
         return []
+    for import_id in stuck:  # its rows and "done" commit together, so storing again is safe
+        if ImageImport.objects.filter(pk=import_id, status=ImageImport.Status.STORING).update(
+            status=ImageImport.Status.CHECKING
+        ):
+            _import_store_when_prepared(import_id)
     again, given_up = [], []
     for pk, status, attempts, import_id in found:
         if status == ImportChunk.Status.READY:  # a lost task: no worker took it
@@ -633,7 +640,19 @@ def image_import_resume(*, image_import: ImageImport | None = None) -> list[int]
             again.append(pk)
     with transaction.atomic():
         _chunks_dispatch(again)
-    return again + given_up
+    return again + given_up + stuck
+
+
+def _imports_stuck_storing(*, stale: datetime, image_import: ImageImport | None) -> list[int]:
+    """Imports storing since before `stale` (their last chunk was taken then): their worker died."""
+    storing = ImageImport.objects.filter(status=ImageImport.Status.STORING)
+    if image_import is not None:
+        storing = storing.filter(pk=image_import.pk)
+    return list(
+        storing.annotate(last_taken=Max("chunks__claimed_at"))
+        .filter(last_taken__lt=stale)
+        .values_list("pk", flat=True)
+    )
 
 
 def _import_store_when_prepared(import_id: int) -> None:
@@ -709,12 +728,19 @@ def _import_store(image_import: ImageImport) -> ImageImport:
         for code, eye, item in staged
     ]
 
+    image_import.status = ImageImport.Status.DONE
+    image_import.files_done = len(images)
+    image_import.patients_created = len(new_codes)
+    image_import.images_created = len(images)
+    image_import.finished_at = timezone.now()
+
     def create_patients() -> None:
         created = Patient.objects.bulk_create(placeholder.values())
         if created:
             patients_added.send(sender=Study, study=study, patient_ids=[p.pk for p in created])
         for image in images:  # the new patients had no id when their images were made
             image.patient_id = image.patient.pk
+        image_import.save()  # "done" commits with the rows, or not at all: never half-stored
 
     try:
         _images_save_rows(study=study, images=images, rows_before=create_patients)
@@ -725,12 +751,6 @@ def _import_store(image_import: ImageImport) -> ImageImport:
     except Exception as error:
         logger.exception("Import %s failed", image_import.pk)
         return _import_refuse(image_import, [Refusal("(import)", f"stopped by an error: {error}")])
-    image_import.status = ImageImport.Status.DONE
-    image_import.files_done = len(images)
-    image_import.patients_created = len(new_codes)
-    image_import.images_created = len(images)
-    image_import.finished_at = timezone.now()
-    image_import.save()
     _import_parts_delete(image_import)
     return image_import
 
@@ -793,6 +813,7 @@ def _layout(
 def _import_refuse(image_import: ImageImport, refusals: list[Refusal]) -> ImageImport:
     """Mark the import refused and remove its parts and every photo and thumbnail it staged."""
     image_import.status = ImageImport.Status.FAILED
+    image_import.patients_created = image_import.images_created = 0
     image_import.errors = [{"file": r.file, "reason": r.reason} for r in refusals]
     image_import.finished_at = timezone.now()
     image_import.save()

@@ -342,6 +342,26 @@ def queued_upload(start, study, photos, source="folder") -> Upload:
     return upload
 
 
+def test_an_import_whose_worker_died_while_storing_is_stored_again(
+    start, study, queued, django_capture_on_commit_callbacks, monkeypatch
+):
+    upload = queued_upload(start, study, field_day(6, seed=70))
+    real_store = services._import_store
+    monkeypatch.setattr(services, "_import_store", lambda image_import: None)  # the worker dies here
+    with django_capture_on_commit_callbacks(execute=True):
+        assert all(services.image_import_chunk_process(chunk_id=c.pk) for c in upload.chunks())
+    assert upload.image_import.status == "storing" and not Image.objects.exists()
+    assert upload.status()["status"] == "storing", "a recent store is left to its worker"
+
+    monkeypatch.setattr(services, "_import_store", real_store)
+    ImportChunk.objects.filter(image_import_id=upload.pk).update(claimed_at=timezone.now() - LONG_AGO)
+    status = upload.status()  # the page asks: the store is run again
+
+    assert status["status"] == "done", status["errors"]
+    assert status["images_created"] == 6 == Image.objects.count()
+    assert local_files() == files_of_rows(), "the staged files are the rows' files, the parts are gone"
+
+
 def test_a_chunk_whose_worker_died_is_handed_out_again_and_the_import_completes(
     start, study, queued, django_capture_on_commit_callbacks
 ):
