@@ -108,9 +108,11 @@ def test_disk_filling_during_a_bulk_upload_leaves_no_rows_and_no_files(
 
 
 def test_disk_filling_while_an_import_stores_leaves_no_rows_and_no_files(
-    client_for, collector, study, filling_disk, django_capture_on_commit_callbacks
+    client_for, collector, study, filling_disk, django_capture_on_commit_callbacks, settings
 ):
     from tests.studies.test_field_day_import import _upload
+
+    settings.IMPORT_STORAGE_THREADS = 1  # one write after another: the disk fills inside the second photo
 
     day = {f"P00{n}/R/a.jpg": noisy_jpeg(10 + n) for n in range(4)}
     archive = zip_of(day)
