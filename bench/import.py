@@ -331,8 +331,8 @@ class Client:
     def send_part(self, url: str, index: int, data: bytes) -> list[int]:
         """Send one part; return the parts the server wants next (the rest of a ZIP's directory)."""
         answer = self.http.request(
-            "POST", self.base + url, fields={"part_index": str(index), "data": ("part", data)},
-            headers=self.headers,
+            "POST", f"{self.base}{url}?part_index={index}", body=data,
+            headers={**self.headers, "Content-Type": "application/octet-stream"},
         )  # fmt: skip
         if answer.status != 200:
             raise RuntimeError(f"part {index}: {answer.status} {answer.data[:300]!r}")

@@ -19,7 +19,6 @@ removes everything under its token.
 
 import bz2
 import io
-import os
 import posixpath
 import stat
 import struct
@@ -373,7 +372,7 @@ def chunk_prepare(spec: dict) -> dict:
                 number = f"{entry['i']:05d}"
                 file_key = f"{images_prefix}{number}{item.extension}"
                 thumbnail_key = f"{thumbnails_prefix}{number}.jpg"
-                writes.write(file_key, item.stored_path)
+                writes.write(file_key, item.stored)
                 writes.write(thumbnail_key, item.thumbnail)
                 prepared.append(
                     {
@@ -398,16 +397,12 @@ def chunk_prepare(spec: dict) -> dict:
 
 def _entry_prepare(piece: memoryview, entry: dict, source: str, workdir: Path):
     if source == "zip":
-        contents: bytes | memoryview = zip_member(piece, entry)
+        contents = zip_member(piece, entry)
     else:
-        contents = piece
+        contents = bytes(piece)
     if len(contents) > settings.IMAGE_MAX_BYTES:
         raise ImageRefused(f"larger than the limit of {megabytes(settings.IMAGE_MAX_BYTES)}")
-    # A named file in workdir: a photo that needs no change is stored from it as is.
-    fd, name = tempfile.mkstemp(dir=workdir)
-    with os.fdopen(fd, "w+b") as extracted:
-        extracted.write(contents)
-        extracted.flush()
-        item = image_prepare(extracted, name=posixpath.basename(entry["path"]), workdir=workdir)
+    # Prepared in memory: a photo that needs no change is stored from these very bytes.
+    item = image_prepare(io.BytesIO(contents), name=posixpath.basename(entry["path"]), workdir=workdir)
     item.original_name = entry["path"][:255]
     return item

@@ -50,16 +50,22 @@ class ImageRefused(Exception):
 
 @dataclass
 class PreparedImage:
-    """A checked photo, ready to store: its bytes wait in `stored_path`."""
+    """A checked photo, ready to store: its bytes wait in `stored_path`, or in `stored_data`."""
 
     original_name: str
     sha256: str
     width: int
     height: int
     extension: str
-    stored_path: Path
+    stored_path: Path | None
     stored_bytes: int
     thumbnail: bytes
+    stored_data: bytes | None = None  # a photo prepared from memory that needed no file on disk
+
+    @property
+    def stored(self) -> Path | bytes:
+        """What to write: the bytes, or the file holding them."""
+        return self.stored_data if self.stored_data is not None else self.stored_path
 
 
 def megabytes(size: int) -> str:
@@ -246,20 +252,26 @@ def _stored_copy_reencoded(
 
 def _stored_clean(
     source: BinaryIO, image_format: str, workdir: Path, reencode: Callable[[], Path] | None
-) -> Path | None:
-    """The file to store: `source` itself when it is clean, a copy without its metadata otherwise.
+) -> Path | bytes | None:
+    """What to store: `source` itself when it is clean, a copy without its metadata otherwise.
 
-    A TIFF that is not clean is re-encoded by `reencode`; without one, None.
+    A photo in memory (a BytesIO) gives bytes, one on disk a file. A TIFF
+    that is not clean is re-encoded by `reencode`; without one, None.
     """
+    in_memory = isinstance(source, io.BytesIO)
     with _contents(source) as data:
         pieces = _clean_pieces(image_format, data)
         if pieces is not None and not pieces.unchanged:
+            if in_memory:
+                return pieces.tobytes(data)
             path = _new_file(workdir, ACCEPTED_FORMATS[image_format])
             with open(path, "wb") as target:
                 pieces.write(data, target)
             return path
     if pieces is None:
         return reencode() if reencode else None
+    if in_memory:
+        return source.getvalue()
     if (on_disk := _path_on_disk(source, workdir)) is not None:
         return on_disk
     path = _new_file(workdir, ACCEPTED_FORMATS[image_format])
@@ -288,9 +300,11 @@ def image_prepare(source: BinaryIO, *, name: str, workdir: Path) -> PreparedImag
     JPEG, PNG or WebP is otherwise cleaned without re-encoding, so its pixels
     are bit for bit the uploaded ones. Only a photo that must be turned, or a
     TIFF with metadata, is re-encoded, in its own format and compression
-    (lossy stays lossy). The file is decoded once: in draft mode (1/4 or 1/8
+    (lossy stays lossy). The file is decoded once: in draft mode (1/2 to 1/8
     scale) for a JPEG that needs no turning, which is both the check and the
-    thumbnail. `sha256` is of the file as uploaded, for duplicate detection.
+    thumbnail. `sha256` is of the file as uploaded, for duplicate detection. A photo
+    given as a BytesIO is prepared in memory: nothing is written to `workdir`
+    unless it must be re-encoded.
     """
     sha256, size = _hash_and_measure(source)
     if size == 0:
@@ -302,7 +316,7 @@ def image_prepare(source: BinaryIO, *, name: str, workdir: Path) -> PreparedImag
     if orientation != 1:
         _decoded(picture)
         upright = _orient(picture, orientation)
-        stored_path = _stored_reencoded(picture, upright, image_format, workdir, source)
+        stored = _stored_reencoded(picture, upright, image_format, workdir, source)
         width, height = upright.size
         thumbnail = _thumbnail_bytes(upright, consume=True)
     else:
@@ -314,15 +328,17 @@ def image_prepare(source: BinaryIO, *, name: str, workdir: Path) -> PreparedImag
         # A TIFF may still need the full picture, to be re-encoded without its metadata.
         thumbnail = _thumbnail_bytes(picture, consume=image_format != "TIFF")
         reencode = partial(_stored_copy_reencoded, picture, image_format, workdir, source)
-        stored_path = _stored_clean(source, image_format, workdir, reencode)
+        stored = _stored_clean(source, image_format, workdir, reencode)
     del picture, source  # not close(): that would close the caller's file too
+    in_memory = isinstance(stored, bytes)
     return PreparedImage(
         original_name=os.path.basename(name)[:255] or "unnamed",
         sha256=sha256,
         width=width,
         height=height,
         extension=ACCEPTED_FORMATS[image_format],
-        stored_path=stored_path,
-        stored_bytes=stored_path.stat().st_size,
+        stored_path=None if in_memory else stored,
+        stored_bytes=len(stored) if in_memory else stored.stat().st_size,
         thumbnail=thumbnail,
+        stored_data=stored if in_memory else None,
     )

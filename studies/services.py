@@ -165,7 +165,7 @@ def _images_write(
         with writes:
             for patient, eye, prepared in items:
                 file_key, thumbnail_key = _storage_keys(study, prepared.extension)
-                writes.write(file_key, prepared.stored_path)
+                writes.write(file_key, prepared.stored)
                 writes.write(thumbnail_key, prepared.thumbnail)
                 images.append(
                     Image(
@@ -431,7 +431,7 @@ def _zip_entries_declared(joined: BinaryIO) -> int | None:
 
 
 def image_import_part_save(
-    *, image_import: ImageImport, part_index: int, data: BinaryIO, size: int
+    *, image_import: ImageImport, part_index: int, data: bytes | BinaryIO, size: int
 ) -> list[int]:
     """Store one part of an import; sending the same part again replaces it.
 
@@ -449,9 +449,12 @@ def image_import_part_save(
         raise ValidationError(f"Part {part_index} is {size} bytes; {expected} were expected.")
     key = chunks.part_key(image_import.pk, part_index)
     try:
-        data.seek(0)
-        # an upload in a temporary file is moved into place locally; one in memory is written in pieces
-        file_write(key, data if hasattr(data, "temporary_file_path") else File(data, name=key))
+        if isinstance(data, bytes):  # a raw body, read whole
+            file_write(key, data)
+        else:
+            data.seek(0)
+            # an upload in a temporary file is moved into place locally; one in memory is written in pieces
+            file_write(key, data if hasattr(data, "temporary_file_path") else File(data, name=key))
     except Exception as error:
         files_delete_many([key])  # a part written halfway would otherwise pass for a received one
         logger.warning("Part %s of import %s not stored: %r", part_index, image_import.pk, error)

@@ -155,23 +155,46 @@ def _import_for(request: HttpRequest, import_id: int) -> ImageImport:
 
 @require_POST
 def import_part(request: HttpRequest, import_id: int) -> JsonResponse:
+    """One part: the raw body (what the page sends, `?part_index=N`), or a form with part_index and data."""
     image_import = _import_for(request, import_id)
-    form = ImportPartForm(request.POST, request.FILES)
-    if not form.is_valid():
-        return _error("A part needs part_index and data.")
-    data = form.cleaned_data["data"]
+    if request.content_type == "application/octet-stream":
+        part = _raw_part(request, image_import)
+        if isinstance(part, JsonResponse):
+            return part
+        part_index, data = part
+        size = len(data)
+    else:
+        form = ImportPartForm(request.POST, request.FILES)
+        if not form.is_valid():
+            return _error("A part needs part_index and data.")
+        part_index, data = form.cleaned_data["part_index"], form.cleaned_data["data"]
+        size = data.size
     try:
         wanted = services.image_import_part_save(
-            image_import=image_import,
-            part_index=form.cleaned_data["part_index"],
-            data=data,
-            size=data.size,
+            image_import=image_import, part_index=part_index, data=data, size=size
         )
     except services.StorageFailed as error:
         return _error(_messages(error), 503)  # the page's script sends the part again
     except ValidationError as error:
         return _error(_messages(error))
     return JsonResponse({"ok": True, "wanted": wanted})
+
+
+def _raw_part(request: HttpRequest, image_import: ImageImport) -> tuple[int, bytes] | JsonResponse:
+    """A part sent as the request's body: read whole (a part is a few MB), never more than a part."""
+    try:
+        part_index = int(request.GET.get("part_index", ""))
+        size = int(request.META.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return _error("A part needs part_index in its address and its bytes, with their length, as the body.")
+    if part_index < 0:
+        return _error("A part needs part_index in its address and its bytes, with their length, as the body.")
+    if size > image_import.part_bytes:
+        return _error(f"Part {part_index} is {size} bytes; a part is at most {image_import.part_bytes}.")
+    data = request.read(size)
+    if len(data) != size:
+        return _error(f"Part {part_index} arrived incomplete ({len(data)} of {size} bytes).")
+    return part_index, data
 
 
 @require_POST

@@ -50,9 +50,10 @@ def _upload(client, study, files, source, part_bytes, capture):
     ]
     for part in order:
         with capture(execute=True):
-            response = client.post(
-                opened["part_url"],
-                {"part_index": part, "data": io.BytesIO(sent[part * size : (part + 1) * size])},
+            response = client.post(  # as the page sends it: the part is the body
+                f"{opened['part_url']}?part_index={part}",
+                sent[part * size : (part + 1) * size],
+                content_type="application/octet-stream",
             )
         if response.status_code != 200:  # refused already (a ZIP whose directory is refused)
             assert "no longer taking uploads" in response.json()["error"], response.content
@@ -234,6 +235,39 @@ def test_missing_part_and_wrong_part_size_are_refused(importer, study, settings)
     assert finish.status_code == 400
     assert "part 1, 2 of 3 did not arrive" in finish.json()["error"]
     assert ImageImport.objects.get().status == "uploading"
+
+
+def test_a_part_sent_as_the_body_is_checked_before_it_is_stored(importer, study, settings):
+    settings.IMPORT_PART_BYTES = 10
+    opened = importer.post(
+        reverse("admin:studies_study_import_start", args=[study.pk]),
+        json.dumps({"source": "zip", "files": [{"path": "a.zip", "size": 25}]}),
+        content_type="application/json",
+    ).json()
+
+    def send(query: str, body: bytes):
+        return importer.post(f"{opened['part_url']}{query}", body, content_type="application/octet-stream")
+
+    no_index = send("", b"0123456789")
+    assert no_index.status_code == 400 and "part_index in its address" in no_index.json()["error"]
+    not_a_number = send("?part_index=first", b"0123456789")
+    assert not_a_number.status_code == 400 and "part_index in its address" in not_a_number.json()["error"]
+    negative = send("?part_index=-1", b"0123456789")
+    assert negative.status_code == 400
+    too_long = send("?part_index=0", b"0123456789ABC")
+    assert too_long.status_code == 400 and "at most 10" in too_long.json()["error"]
+    short = send("?part_index=0", b"0123")
+    assert short.status_code == 400 and "10 were expected" in short.json()["error"]
+    beyond = send("?part_index=3", b"01234")
+    assert beyond.status_code == 400 and "no part number 3" in beyond.json()["error"]
+    assert ImageImport.objects.get().parts_received == []
+    assert not default_storage.exists(f"imports/{opened['id']}/part-000000")
+
+    sent = send("?part_index=1", b"ABCDEFGHIJ")
+    assert sent.status_code == 200, sent.content
+    assert ImageImport.objects.get().parts_received == [1]
+    with default_storage.open(f"imports/{opened['id']}/part-000001") as stored:
+        assert stored.read() == b"ABCDEFGHIJ"
 
 
 def test_finishing_before_any_part_arrived_is_refused(importer, study):

@@ -73,8 +73,9 @@ class Upload:
         for part in parts:
             with self.capture(execute=True):
                 response = self.client.post(
-                    self.opened["part_url"],
-                    {"part_index": part, "data": io.BytesIO(self.sent[part * size : (part + 1) * size])},
+                    f"{self.opened['part_url']}?part_index={part}",
+                    self.sent[part * size : (part + 1) * size],
+                    content_type="application/octet-stream",
                 )
             self.part_requests += 1
             assert response.status_code == 200, response.content
