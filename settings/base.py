@@ -280,7 +280,7 @@ IMPORT_MAX_FILES = env_int("IMPORT_MAX_FILES", 20_000)
 STORAGE_SWEEP_AFTER_HOURS = env_int("STORAGE_SWEEP_AFTER_HOURS", 24)
 STORAGE_SWEEP_EVERY_HOURS = env_int("STORAGE_SWEEP_EVERY_HOURS", 6)
 # Import speed. IMPORT_PROCESSES: the embedded run's pool that prepares photos (0: in the request's
-# thread); IMPORT_STORAGE_THREADS: photo and thumbnail writes in flight at once per worker (S3 requests);
+# thread); IMPORT_STORAGE_THREADS: photo and thumbnail writes in flight at once per worker on S3 (local: one);
 # a chunk claimed longer ago than IMPORT_CHUNK_TIMEOUT_MINUTES had its worker vanish and is handed out again.
 IMPORT_PROCESSES = env_int("IMPORT_PROCESSES", os.cpu_count() or 1)
 IMPORT_STORAGE_THREADS = env_int("IMPORT_STORAGE_THREADS", 8)
