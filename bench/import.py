@@ -413,7 +413,7 @@ class Client:
                 if status["status"] != "done":
                     raise RuntimeError(f"import refused: {status['errors'][:3]}")
                 return status
-            time.sleep(0.2)
+            time.sleep(0.25)  # as the page's script, once the upload is over
 
 
 class _UploadSpace:
