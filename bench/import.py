@@ -258,9 +258,9 @@ class Setup:
         return peaks
 
     def cpu_seconds(self) -> dict[str, float]:
-        """CPU time used so far: the web server, the workers (db_workers or the pool), PostgreSQL."""
+        """CPU time used so far: the web server, the workers (db_workers or the pool), PostgreSQL, S3."""
         tick = os.sysconf("SC_CLK_TCK")
-        used = {"web": 0.0, "workers": 0.0, "postgres": 0.0}
+        used = {"web": 0.0, "workers": 0.0, "postgres": 0.0, "s3": 0.0}
         web, *workers = self.processes
         roles = {pid: "web" for pid in [web.pid, *_descendants(web.pid)]}
         for top in workers:
@@ -274,7 +274,8 @@ class Setup:
             except OSError:
                 continue
             pid = int(stat.parent.name)
-            role = roles.get(pid) or ("postgres" if name.startswith("postgres") else None)
+            servers = {"weed": "s3"} | ({name: "postgres"} if name.startswith("postgres") else {})
+            role = roles.get(pid) or servers.get(name)
             if role:
                 used[role] += (int(fields[11]) + int(fields[12])) / tick
         return used
@@ -528,6 +529,7 @@ def run(args) -> int:
                 workers = f"workers {cpu['workers']:.1f} ({cpu['workers'] / paired_floor:.2f}x the floor)"
                 print(
                     f"{'':<18} CPU seconds: {workers}, web {cpu['web']:.1f}, PostgreSQL {cpu['postgres']:.1f}"
+                    + (f", S3 server {cpu['s3']:.1f}" if args.s3 else "")
                 )
 
         if args.scaling:

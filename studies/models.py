@@ -200,7 +200,8 @@ class ImageImport(models.Model):
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="imports")
     source = models.CharField(max_length=10, choices=Source.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.UPLOADING)
-    # The uploaded files: [{"path": "P001/R/a.jpg", "size": 123, "parts": 1}, ...]
+    # The uploaded files: [{"path": "P001/R/a.jpg", "size": 123, "parts": 1}, ...]. Read when the chunks are
+    # planned; parts, chunks and status requests defer it (a folder's thousands of files, decoded each time).
     manifest = models.JSONField(default=list, editable=False)
     bytes_expected = models.PositiveBigIntegerField(default=0)
     files_total = models.PositiveIntegerField(default=0)

@@ -463,7 +463,7 @@ def image_import_part_save(
             "Try again later; if it keeps failing, tell an administrator."
         ) from error
     with transaction.atomic():
-        image_import = ImageImport.objects.select_for_update().get(pk=image_import.pk)
+        image_import = ImageImport.objects.select_for_update().defer("manifest").get(pk=image_import.pk)
         if image_import.status != ImageImport.Status.UPLOADING:
             raise ValidationError("This import is no longer taking uploads.")
         if part_index not in image_import.parts_received:
@@ -517,7 +517,7 @@ def _chunks_dispatch(chunk_ids: list[int]) -> None:
 def image_import_finish(*, image_import: ImageImport) -> ImageImport:
     """Check that every part arrived; the import is stored as soon as its last chunk is prepared."""
     with transaction.atomic():
-        image_import = ImageImport.objects.select_for_update().get(pk=image_import.pk)
+        image_import = ImageImport.objects.select_for_update().defer("manifest").get(pk=image_import.pk)
         if image_import.status != ImageImport.Status.UPLOADING:
             return image_import  # finishing twice stores it once
         received = set(image_import.parts_received)
@@ -568,7 +568,9 @@ def image_import_chunk_process(*, chunk_id: int, prepare: Callable[[dict], dict]
     )
     if not claimed:
         return False
-    chunk = ImportChunk.objects.select_related("image_import").get(pk=chunk_id)
+    chunk = (
+        ImportChunk.objects.select_related("image_import").defer("image_import__manifest").get(pk=chunk_id)
+    )
     image_import = chunk.image_import
     spec = _chunk_spec(chunk, image_import)
     refused_already = (
@@ -652,7 +654,8 @@ def _imports_stuck_storing(*, stale: datetime, image_import: ImageImport | None)
     if image_import is not None:
         storing = storing.filter(pk=image_import.pk)
     return list(
-        storing.annotate(last_taken=Max("chunks__claimed_at"))
+        storing.values("pk")  # grouped by the key alone, not by every column (the file list among them)
+        .annotate(last_taken=Max("chunks__claimed_at"))
         .filter(last_taken__lt=stale)
         .values_list("pk", flat=True)
     )
@@ -661,7 +664,12 @@ def _imports_stuck_storing(*, stale: datetime, image_import: ImageImport | None)
 def _import_store_when_prepared(import_id: int) -> None:
     """Store the import if its upload is complete and every chunk is done; only one caller gets to."""
     with transaction.atomic():
-        image_import = ImageImport.objects.select_for_update().select_related("study").get(pk=import_id)
+        image_import = (
+            ImageImport.objects.select_for_update()
+            .select_related("study")
+            .defer("manifest")
+            .get(pk=import_id)
+        )
         if image_import.status != ImageImport.Status.CHECKING:
             return
         if image_import.chunks.exclude(status=ImportChunk.Status.DONE).exists():

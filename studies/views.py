@@ -143,7 +143,7 @@ def import_start(request: HttpRequest, study_id: int) -> JsonResponse:
 
 
 def _import_for(request: HttpRequest, import_id: int) -> ImageImport:
-    image_import = get_object_or_404(ImageImport, pk=import_id)
+    image_import = get_object_or_404(ImageImport.objects.defer("manifest"), pk=import_id)
     if (
         not _may_import(request)
         or image_import.created_by_id != request.user.pk
@@ -209,7 +209,7 @@ def import_finish(request: HttpRequest, import_id: int) -> JsonResponse:
 
 @staff_member_required
 def import_status(request: HttpRequest, import_id: int) -> JsonResponse:
-    image_import = get_object_or_404(ImageImport, pk=import_id)
+    image_import = get_object_or_404(ImageImport.objects.defer("manifest"), pk=import_id)
     if (
         not request.user.has_perm("studies.view_imageimport")
         and image_import.created_by_id != request.user.pk

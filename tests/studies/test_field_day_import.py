@@ -9,6 +9,7 @@ import pytest
 from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.urls import reverse
+from PIL import Image as PILImage
 
 from studies.models import Image, ImageImport, Patient
 from tests import images
@@ -132,6 +133,30 @@ def test_folder_upload_in_folder_layout(upload, importer, study):
     assert status["images_created"] == 4
 
 
+@pytest.mark.parametrize("source", ["zip", "folder"])
+def test_imported_photos_are_the_uploaded_bytes_or_cleaned_copies_of_them(upload, importer, study, source):
+    clean = images.jpeg(seed=21, size=(80, 60))
+    located = images.jpeg(seed=22, size=(80, 60), gps=True)
+    turned = images.jpeg(seed=23, size=(80, 60), orientation=6)
+    layout = {"P010/R/clean.jpg": clean, "P010/L/located.jpg": located, "P011/R/turned.jpg": turned}
+    files = {"day.zip": zip_of(layout)} if source == "zip" else {f"day/{p}": d for p, d in layout.items()}
+    status = upload(importer, study, files, source=source)
+    assert status["status"] == "done", status["errors"]
+    stored = {}
+    for image in Image.objects.all():
+        with default_storage.open(image.file.name) as stored_file:
+            stored[image.original_name.rsplit("/", 1)[-1]] = stored_file.read()
+    assert stored["clean.jpg"] == clean  # a clean photo is kept byte for byte
+    assert b"GPS" not in stored["located.jpg"] and len(stored["located.jpg"]) < len(located)
+    with (
+        PILImage.open(io.BytesIO(stored["located.jpg"])) as cleaned,
+        PILImage.open(io.BytesIO(located)) as sent,
+    ):
+        assert not cleaned.getexif() and cleaned.tobytes() == sent.tobytes()  # same pixels, no metadata
+    with PILImage.open(io.BytesIO(stored["turned.jpg"])) as upright:
+        assert upright.size == (60, 80) and not upright.getexif()
+
+
 @pytest.mark.parametrize(
     ("bad_name", "bad_data", "reason"),
     [
@@ -218,13 +243,17 @@ def test_oversized_import_is_refused_before_upload(upload, importer, study, sett
     assert "Split the field day" in response.json()["error"]
 
 
-def test_missing_part_and_wrong_part_size_are_refused(importer, study, settings):
-    settings.IMPORT_PART_BYTES = 10
-    opened = importer.post(
+def _opened_zip_of_25_bytes(importer, study) -> dict:
+    return importer.post(
         reverse("admin:studies_study_import_start", args=[study.pk]),
         json.dumps({"source": "zip", "files": [{"path": "a.zip", "size": 25}]}),
         content_type="application/json",
     ).json()
+
+
+def test_missing_part_and_wrong_part_size_are_refused(importer, study, settings):
+    settings.IMPORT_PART_BYTES = 10
+    opened = _opened_zip_of_25_bytes(importer, study)
     assert opened["parts_total"] == 3
     wrong = importer.post(opened["part_url"], {"part_index": 0, "data": io.BytesIO(b"123")})
     assert wrong.status_code == 400 and "10 were expected" in wrong.json()["error"]
@@ -239,11 +268,7 @@ def test_missing_part_and_wrong_part_size_are_refused(importer, study, settings)
 
 def test_a_part_sent_as_the_body_is_checked_before_it_is_stored(importer, study, settings):
     settings.IMPORT_PART_BYTES = 10
-    opened = importer.post(
-        reverse("admin:studies_study_import_start", args=[study.pk]),
-        json.dumps({"source": "zip", "files": [{"path": "a.zip", "size": 25}]}),
-        content_type="application/json",
-    ).json()
+    opened = _opened_zip_of_25_bytes(importer, study)
 
     def send(query: str, body: bytes):
         return importer.post(f"{opened['part_url']}{query}", body, content_type="application/octet-stream")

@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 from django.db import connection, connections
 from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -520,6 +521,21 @@ def test_a_folder_is_sent_in_parts_of_several_files(start, study, settings):
     assert upload.part_requests == upload.parts_total
     assert status["status"] == "done", status["errors"]
     assert status["images_created"] == 10
+
+
+def test_parts_chunks_and_status_do_not_load_a_folders_file_list(start, study, settings):
+    """A folder's list of files (thousands at a field day) is read when its chunks are planned, not after."""
+    photos = field_day(6, seed=150)
+    settings.IMPORT_PART_BYTES = 2 * max(len(data) for data in photos.values())
+    upload = start(study, photos, "folder")
+    with CaptureQueriesContext(connection) as queries:
+        upload.send_all()
+        status = upload.finish()
+        upload.status()
+    assert status["status"] == "done", status["errors"]
+    assert status["images_created"] == 6
+    reads = [query["sql"] for query in queries if query["sql"].lstrip().upper().startswith("SELECT")]
+    assert reads and not [sql for sql in reads if '"manifest"' in sql]
 
 
 def test_a_file_larger_than_a_part_spans_several_parts_and_imports(start, study, settings):
