@@ -186,7 +186,7 @@ def _raw_part(request: HttpRequest, image_import: ImageImport) -> tuple[int, byt
         part_index = int(request.GET.get("part_index", ""))
         size = int(request.META.get("CONTENT_LENGTH") or "")
     except ValueError:
-        return _error("A part needs part_index in its address and its bytes, with their length, as the body.")
+        part_index = -1
     if part_index < 0:
         return _error("A part needs part_index in its address and its bytes, with their length, as the body.")
     if size > image_import.part_bytes:
